@@ -1,0 +1,217 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { IdlError, formatInterface, parseInterface, type Interface } from '../../src/ipc/idl.js';
+import { lookupMethod, validateParameters } from '../../src/ipc/validate.js';
+
+const CERT = readFileSync(new URL('../varlink/org.varlink.certification.varlink', import.meta.url), 'utf8');
+
+const SERVICE = `# The Varlink Service Interface is provided by every varlink service. It
+# describes the service and the interfaces it implements.
+interface org.varlink.service
+
+# Get a list of all the interfaces a service provides and information
+# about the implementation.
+method GetInfo() -> (
+  vendor: string,
+  product: string,
+  version: string,
+  url: string,
+  interfaces: []string
+)
+
+# Get the description of an interface that is implemented by this service.
+method GetInterfaceDescription(interface: string) -> (description: string)
+
+# The requested interface was not found.
+error InterfaceNotFound (interface: string)
+
+# The requested method was not found
+error MethodNotFound (method: string)
+
+# The interface defines the requested method, but the service does not
+# implement it.
+error MethodNotImplemented (method: string)
+
+# One of the passed parameters is invalid.
+error InvalidParameter (parameter: string)
+
+# Client is denied access
+error PermissionDenied ()
+
+# Method is expected to be called with 'more' set to true, but wasn't
+error ExpectedMore ()
+`;
+
+/** The AST without the original text, for structural comparison. */
+function shape(i: Interface): Omit<Interface, 'text'> {
+  const { text: _text, ...rest } = i;
+  return rest;
+}
+
+function rejectsAt(src: string, line: number, pattern?: RegExp): void {
+  assert.throws(
+    () => parseInterface(src),
+    (e: unknown) => {
+      assert.ok(e instanceof IdlError, `expected IdlError, got ${String(e)}`);
+      assert.equal(e.line, line, e.message);
+      assert.match(e.message, new RegExp(`^line ${line}: `));
+      if (pattern) assert.match(e.message, pattern);
+      return true;
+    },
+  );
+}
+
+test('parses org.varlink.certification', () => {
+  const i = parseInterface(CERT);
+  assert.equal(i.name, 'org.varlink.certification');
+  assert.equal(i.text, CERT);
+  assert.deepEqual([...i.types.keys()], ['Interface', 'MyType']);
+  assert.equal(i.methods.size, 13);
+  assert.deepEqual([...i.errors.keys()], ['ClientIdError', 'CertificationError']);
+  assert.deepEqual(i.methods.get('Start')?.input, { kind: 'struct', fields: [] });
+  assert.deepEqual(i.methods.get('Test08')?.output.fields[0], {
+    name: 'set',
+    type: { kind: 'map', of: { kind: 'struct', fields: [] } },
+  });
+  assert.deepEqual(i.types.get('Interface')?.type.kind === 'struct' && i.types.get('Interface')?.type, {
+    kind: 'struct',
+    fields: [
+      {
+        name: 'foo',
+        type: {
+          kind: 'nullable',
+          of: { kind: 'array', of: { kind: 'nullable', of: { kind: 'map', of: { kind: 'enum', values: ['foo', 'bar', 'baz'] } } } },
+        },
+      },
+      {
+        name: 'anon',
+        type: { kind: 'struct', fields: [{ name: 'foo', type: { kind: 'bool' } }, { name: 'bar', type: { kind: 'bool' } }] },
+      },
+    ],
+  });
+  assert.deepEqual(i.errors.get('CertificationError')?.params.fields.map((f) => f.type.kind), ['object', 'object']);
+});
+
+test('parses org.varlink.service', () => {
+  const i = parseInterface(SERVICE);
+  assert.equal(i.name, 'org.varlink.service');
+  assert.deepEqual([...i.methods.keys()], ['GetInfo', 'GetInterfaceDescription']);
+  assert.equal(i.errors.size, 6);
+  assert.deepEqual(i.methods.get('GetInfo')?.output.fields.at(-1), {
+    name: 'interfaces',
+    type: { kind: 'array', of: { kind: 'string' } },
+  });
+  assert.equal(lookupMethod(i, 'org.varlink.service.GetInfo')?.name, 'GetInfo');
+  assert.equal(lookupMethod(i, 'org.varlink.other.GetInfo'), undefined);
+});
+
+test('keeps doc comments', () => {
+  const s = parseInterface(SERVICE);
+  assert.equal(
+    s.doc,
+    'The Varlink Service Interface is provided by every varlink service. It\ndescribes the service and the interfaces it implements.',
+  );
+  assert.equal(s.errors.get('MethodNotImplemented')?.doc, 'The interface defines the requested method, but the service does not\nimplement it.');
+  const c = parseInterface(CERT);
+  assert.match(c.doc, /^Interface to test varlink implementations against\./);
+  assert.ok(c.doc.includes('\n\nNext you write'), 'empty comment line kept inside block');
+  assert.equal(c.types.get('MyType')?.doc, 'A type using every kind of Varlink type.');
+  // A blank line detaches a comment from the next declaration.
+  const d = parseInterface('# license\n\n# doc\ninterface a.b\n# stray\n\ntype T ()\n');
+  assert.equal(d.doc, 'doc');
+  assert.equal(d.types.get('T')?.doc, '');
+});
+
+test('round trips through formatInterface', () => {
+  for (const src of [CERT, SERVICE]) {
+    const a = parseInterface(src);
+    const text = formatInterface(a);
+    const b = parseInterface(text);
+    assert.deepEqual(shape(b), shape(a));
+    assert.equal(formatInterface(b), text, 'formatting is stable');
+  }
+  const compact = parseInterface('interface a.b-c\ntype E(x,y)\nmethod M(a:?[]?int,b:[string]E)->(c:[string]())');
+  assert.deepEqual(shape(parseInterface(formatInterface(compact))), shape(compact));
+  assert.match(formatInterface(compact), /method M\(a: \?\[\]\?int, b: \[string\]E\) -> \(c: \[string\]\(\)\)/);
+});
+
+test('rejects malformed IDL with line numbers', () => {
+  rejectsAt('# doc\n\nmethod Foo() -> ()\n', 3, /interface/);
+  rejectsAt('', 1, /interface/);
+  rejectsAt('interface\n  Org.example\n', 2, /invalid interface name/);
+  rejectsAt('interface example\n', 1, /invalid interface name/);
+  rejectsAt('interface org.example\n\ntype foo ()\n', 3, /invalid type name/);
+  rejectsAt('interface org.example\nmethod M(\n  a: ??string\n) -> ()\n', 3, /'\?' cannot follow '\?'/);
+  rejectsAt('interface org.example\nmethod M() -> (\n  a: Missing\n)\n', 3, /undefined type 'Missing'/);
+  rejectsAt('interface org.example\ntype A ()\nmethod B () -> ()\n\nerror A ()\n', 5, /duplicate member 'A'/);
+  rejectsAt('interface org.example\nmethod M(\n  a: int,\n  b: string\n', 5, /to close struct/);
+  rejectsAt('interface org.example\nmethod M(a: int)\n  (b: int)\n', 3, /'->'/);
+  rejectsAt('interface org.example\ntype T (\n  a int\n)\n', 3, /expected ':' after field name/);
+  rejectsAt('interface org.example\ntype T (a: [int]string)\n', 2, /map keys/);
+  rejectsAt('interface org.example\nmethod M(a: int, a: int) -> ()\n', 2, /duplicate field/);
+  rejectsAt('interface org.example\nmethod M(a, b) -> ()\n', 2, /expected struct/);
+  rejectsAt('interface org.example\nmethod M() -> () $\n', 2, /unexpected character/);
+});
+
+test('validates parameters with sd-varlink semantics', () => {
+  const i = parseInterface(CERT);
+  const m = (name: string) => {
+    const d = i.methods.get(name);
+    assert.ok(d);
+    return d;
+  };
+  const ok = { ok: true } as const;
+  const bad = (parameter: string) => ({ ok: false, parameter });
+
+  assert.deepEqual(validateParameters(i, m('Start').input, undefined), ok);
+  assert.deepEqual(validateParameters(i, m('Start').input, null), ok);
+  assert.deepEqual(validateParameters(i, m('Start').input, []).ok, false);
+  assert.deepEqual(validateParameters(i, m('Test02').input, { client_id: 'x', bool: true }), ok);
+  assert.deepEqual(validateParameters(i, m('Test02').input, { client_id: 'x' }), bad('bool'));
+  assert.deepEqual(validateParameters(i, m('Test02').input, { client_id: 'x', bool: true, extra: 1 }), bad('extra'));
+  assert.deepEqual(validateParameters(i, m('Test03').input, { client_id: 'x', int: 1.5 }), bad('int'));
+  assert.deepEqual(validateParameters(i, m('Test03').input, { client_id: 'x', int: 2 ** 60 }), bad('int'));
+  assert.deepEqual(validateParameters(i, m('Test04').input, { client_id: 'x', float: 3 }), ok);
+  assert.deepEqual(validateParameters(i, m('Test04').input, { client_id: 'x', float: '3' }), bad('float'));
+  assert.deepEqual(validateParameters(i, m('Test02').input, { client_id: null, bool: true }), bad('client_id'));
+  const struct = { bool: true, int: 1, float: 1.5, string: 's' };
+  assert.deepEqual(validateParameters(i, m('Test07').input, { client_id: 'x', struct }), ok);
+  assert.deepEqual(validateParameters(i, m('Test07').input, { client_id: 'x', struct: { ...struct, int: 'one' } }), bad('struct'));
+  assert.deepEqual(validateParameters(i, m('Test07').input, { client_id: 'x', struct: { ...struct, more: 1 } }), bad('struct'));
+  assert.deepEqual(validateParameters(i, m('Test08').input, { client_id: 'x', map: { a: 'b' } }), ok);
+  assert.deepEqual(validateParameters(i, m('Test08').input, { client_id: 'x', map: { a: 1 } }), bad('map'));
+  assert.deepEqual(validateParameters(i, m('Test09').input, { client_id: 'x', set: { a: {}, b: {} } }), ok);
+  assert.deepEqual(validateParameters(i, m('Test09').input, { client_id: 'x', set: { a: {}, b: true } }), bad('set'));
+  assert.deepEqual(validateParameters(i, m('Test09').input, { client_id: 'x', set: { a: { x: 1 } } }), bad('set'));
+  assert.deepEqual(validateParameters(i, m('Test11').input, { client_id: 'x', last_more_replies: ['a', 1] }), bad('last_more_replies'));
+
+  const mytype = {
+    object: { anything: [1, 'two'] },
+    enum: 'two',
+    struct: { first: 1, second: 'x' },
+    array: ['a', 'b'],
+    dictionary: { k: 'v' },
+    stringset: { one: {} },
+    nullable: null,
+    nullable_array_struct: [{ first: 2, second: 'y' }],
+    interface: { foo: [{ a: 'foo' }, null, { b: 'baz' }], anon: { foo: true, bar: false } },
+  };
+  assert.deepEqual(validateParameters(i, m('Test10').input, { client_id: 'x', mytype }), ok);
+  const { nullable: _n, nullable_array_struct: _nas, ...withoutNullables } = mytype;
+  assert.deepEqual(validateParameters(i, m('Test10').input, { client_id: 'x', mytype: withoutNullables }), ok);
+  assert.deepEqual(validateParameters(i, m('Test10').input, { client_id: 'x', mytype: { ...mytype, enum: 'four' } }), bad('mytype'));
+  assert.deepEqual(validateParameters(i, m('Test10').input, { client_id: 'x', mytype: { ...mytype, object: null } }), bad('mytype'));
+  assert.deepEqual(
+    validateParameters(i, m('Test10').input, {
+      client_id: 'x',
+      mytype: { ...mytype, interface: { foo: [{ a: 'qux' }], anon: { foo: true, bar: false } } },
+    }),
+    bad('mytype'),
+  );
+  // Nullable output field of the error type, checked against error params.
+  const certErr = i.errors.get('CertificationError');
+  assert.ok(certErr);
+  assert.deepEqual(validateParameters(i, certErr.params, { wants: 1, got: 'x' }), ok);
+  assert.deepEqual(validateParameters(i, certErr.params, { wants: 1 }), bad('got'));
+});
