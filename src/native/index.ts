@@ -46,6 +46,40 @@ export interface NativeAddon {
   /** Sets O_NONBLOCK and FD_CLOEXEC (for inherited sockets). */
   setNonBlocking(fd: number): void;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => Poller;
+  /**
+   * dm-verity (hash type 1, sha256) check of `count` blocks of `blockSize` bytes held in
+   * `data`: SHA-256(salt || block) must equal the digest for block i at
+   * `expected[floor(i / hashesPerBlock) * hashBlockSize + (i % hashesPerBlock) * 32]`.
+   * Runs on all CPUs off the JS thread. Resolves -1 when all match, else the index of a
+   * mismatching block.
+   */
+  verityVerifyMemory(
+    data: Buffer,
+    blockSize: number,
+    count: number,
+    salt: Buffer,
+    expected: Buffer,
+    hashBlockSize: number,
+    hashesPerBlock: number,
+  ): Promise<number>;
+  /**
+   * Same check for blocks read from `srcFd` at `srcOffset`. Unless `dstFd` is -1, every
+   * chunk is read once into private memory, hashed there, and that memory written to
+   * `dstFd` at `dstOffset` + the same relative position. Rejects with an errno-coded
+   * Error on I/O failure (ENODATA when the source is shorter than `count` blocks).
+   */
+  verityVerifyFd(
+    srcFd: number,
+    srcOffset: number,
+    dstFd: number,
+    dstOffset: number,
+    blockSize: number,
+    count: number,
+    salt: Buffer,
+    expected: Buffer,
+    hashBlockSize: number,
+    hashesPerBlock: number,
+  ): Promise<number>;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
