@@ -1,0 +1,309 @@
+// Verity signature partitions (UAPI.2 DPS): the JSON written by systemd-repart, and userspace
+// verification of its PKCS#7 signature over the hex root hash against certificates in verity.d
+// directories. Mirrors systemd's userspace path (PKCS7_verify with NOINTERN|NOVERIFY): the signer
+// must be one of the configured certificates, certificates embedded in the signature are never
+// trusted, and validity dates are not enforced unless asked for. One deliberate difference: pkijs
+// chain checking is always on (defence in depth), so a trusted certificate must be self-signed
+// (as the keys systemd-repart/mkosi generate are); systemd would also accept a listed leaf.
+import fs from 'node:fs';
+import path from 'node:path';
+import { X509Certificate, webcrypto } from 'node:crypto';
+import * as asn1js from 'asn1js';
+import * as pkijs from 'pkijs';
+import { z } from 'zod';
+import { ERR, VarlinkError, systemError } from '../ipc/errors.js';
+
+/** systemd refuses signature partitions larger than this (dissect-image.c). */
+export const MAX_SIGNATURE_PARTITION_SIZE = 4 * 1024 * 1024;
+/** A certificate file larger than this is not a certificate. */
+const MAX_CERTIFICATE_FILE_SIZE = 1024 * 1024;
+
+/** systemd's CONF_PATHS("verity.d"), highest priority first. */
+export const DEFAULT_VERITY_CERT_DIRECTORIES: readonly string[] = [
+  '/etc/verity.d',
+  '/run/verity.d',
+  '/usr/local/lib/verity.d',
+  '/usr/lib/verity.d',
+];
+
+export const KEY_NOT_FOUND = 'io.systemd.MountFileSystem.KeyNotFound';
+
+export type SignatureErrorKind =
+  /** Partition content bigger than MAX_SIGNATURE_PARTITION_SIZE. */
+  | 'too-large'
+  /** Not the JSON we expect, or the PKCS#7 inside cannot be used. */
+  | 'malformed'
+  /** The signed root hash is not the one of the image. */
+  | 'root-hash-mismatch'
+  /** No trusted certificate is the signer. */
+  | 'key-not-found'
+  /** A trusted certificate is the signer, but the signature does not verify. */
+  | 'signature-invalid';
+
+/**
+ * Verity signature failure. `varlinkError` is the error name MountImage answers with: systemd maps
+ * both "no key" and "signature does not verify" to ENOKEY → KeyNotFound; content errors are
+ * `io.systemd.System` with the errno systemd uses (EFBIG, EBADMSG).
+ */
+export class VeritySignatureError extends Error {
+  override name = 'VeritySignatureError';
+  readonly varlinkError: string;
+  /** errno name for `io.systemd.System` replies; undefined for KeyNotFound. */
+  readonly errnoName: string | undefined;
+
+  constructor(
+    readonly kind: SignatureErrorKind,
+    message: string,
+  ) {
+    super(message);
+    const errno = kind === 'too-large' ? 'EFBIG' : kind === 'key-not-found' || kind === 'signature-invalid' ? undefined : 'EBADMSG';
+    this.errnoName = errno;
+    this.varlinkError = errno === undefined ? KEY_NOT_FOUND : ERR.System;
+  }
+
+  toVarlinkError(): VarlinkError {
+    return this.errnoName === undefined ? new VarlinkError(this.varlinkError) : systemError(this.errnoName);
+  }
+}
+
+const hexRootHash = /^(?:[0-9a-fA-F]{2}){16,64}$/;
+const base64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+// Unknown fields are tolerated (the spec reserves them) and stripped.
+const signatureJson = z.object({
+  rootHash: z.string().regex(hexRootHash, 'rootHash must be 16..64 bytes of hex'),
+  certificateFingerprint: z
+    .string()
+    .regex(/^[0-9a-fA-F]{64}$/, 'certificateFingerprint must be a SHA-256 in hex')
+    .optional(),
+  signature: z.string().min(4).regex(base64, 'signature must be base64'),
+});
+
+export interface VeritySignature {
+  /** Lowercase hex; the signed content is exactly this string. */
+  rootHash: string;
+  /** Lowercase hex SHA-256 of the signer's DER certificate, if the image names it. */
+  certificateFingerprint: string | undefined;
+  /** DER PKCS#7 SignedData. */
+  signature: Buffer;
+}
+
+/**
+ * Parses the content of a verity-sig partition: JSON text followed only by NUL padding.
+ * Throws VeritySignatureError ('too-large' or 'malformed').
+ */
+export function parseVeritySignature(content: Uint8Array): VeritySignature {
+  if (content.length > MAX_SIGNATURE_PARTITION_SIZE) {
+    throw new VeritySignatureError('too-large', `verity signature partition is ${content.length} bytes, limit ${MAX_SIGNATURE_PARTITION_SIZE}`);
+  }
+  const nul = content.indexOf(0);
+  const end = nul < 0 ? content.length : nul;
+  for (let i = end; i < content.length; i++) {
+    if (content[i] !== 0) throw new VeritySignatureError('malformed', 'verity signature data continues after NUL padding');
+  }
+  if (end === 0) throw new VeritySignatureError('malformed', 'verity signature partition is empty');
+
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(content.subarray(0, end)));
+  } catch (err) {
+    throw new VeritySignatureError('malformed', `verity signature is not valid JSON: ${(err as Error).message}`);
+  }
+  const parsed = signatureJson.safeParse(value);
+  if (!parsed.success) {
+    throw new VeritySignatureError('malformed', `verity signature JSON: ${z.prettifyError(parsed.error)}`);
+  }
+  return {
+    rootHash: parsed.data.rootHash.toLowerCase(),
+    certificateFingerprint: parsed.data.certificateFingerprint?.toLowerCase(),
+    signature: Buffer.from(parsed.data.signature, 'base64'),
+  };
+}
+
+/** Reads and parses a verity-sig partition at `offset`/`size` of `fd`, refusing oversized ones before reading. */
+export function readVeritySignature(fd: number, offset: number, size: number): VeritySignature {
+  if (size > MAX_SIGNATURE_PARTITION_SIZE) {
+    throw new VeritySignatureError('too-large', `verity signature partition is ${size} bytes, limit ${MAX_SIGNATURE_PARTITION_SIZE}`);
+  }
+  const buf = Buffer.alloc(size);
+  let done = 0;
+  while (done < size) {
+    const n = fs.readSync(fd, buf, done, size - done, offset + done);
+    if (n === 0) throw new VeritySignatureError('malformed', 'verity signature partition is truncated');
+    done += n;
+  }
+  return parseVeritySignature(buf);
+}
+
+/** Throws 'root-hash-mismatch' unless the signed root hash is `expected` (hex, any case). */
+export function checkRootHash(sig: VeritySignature, expected: string): void {
+  if (sig.rootHash !== expected.toLowerCase()) {
+    throw new VeritySignatureError('root-hash-mismatch', `signed root hash ${sig.rootHash} is not the image's root hash ${expected.toLowerCase()}`);
+  }
+}
+
+export interface TrustedCertificate {
+  /** File it was loaded from. */
+  path: string;
+  /** Lowercase hex SHA-256 of the DER encoding. */
+  fingerprint: string;
+  subject: string;
+  certificate: pkijs.Certificate;
+}
+
+export interface TrustedCertificates {
+  certificates: TrustedCertificate[];
+  /** Files that were ignored, with why (systemd ignores unloadable certificates too). */
+  skipped: { path: string; reason: string }[];
+}
+
+/**
+ * Loads the first certificate of every `*.crt` PEM file in `dirs`. As with systemd's conf-file
+ * lookup, a name in an earlier directory hides the same name in later ones, and an empty file or a
+ * symlink to /dev/null masks it. Missing directories are fine.
+ */
+export function loadTrustedCertificates(dirs: readonly string[] = DEFAULT_VERITY_CERT_DIRECTORIES): TrustedCertificates {
+  const chosen = new Map<string, string>();
+  for (const dir of dirs) {
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      if (name.endsWith('.crt') && !name.startsWith('.') && !chosen.has(name)) chosen.set(name, path.join(dir, name));
+    }
+  }
+  const result: TrustedCertificates = { certificates: [], skipped: [] };
+  for (const name of [...chosen.keys()].sort()) {
+    const file = chosen.get(name) as string;
+    try {
+      const loaded = loadCertificateFile(file);
+      if (loaded) result.certificates.push(loaded);
+    } catch (err) {
+      result.skipped.push({ path: file, reason: (err as Error).message });
+    }
+  }
+  return result;
+}
+
+/** Returns undefined for a masked file. */
+function loadCertificateFile(file: string): TrustedCertificate | undefined {
+  const st = fs.statSync(file);
+  if (st.isCharacterDevice() && fs.realpathSync(file) === '/dev/null') return undefined;
+  if (!st.isFile()) throw new Error('not a regular file');
+  if (st.size === 0) return undefined;
+  if (st.size > MAX_CERTIFICATE_FILE_SIZE) throw new Error(`larger than ${MAX_CERTIFICATE_FILE_SIZE} bytes`);
+  const x509 = new X509Certificate(fs.readFileSync(file));
+  const der = x509.raw;
+  return {
+    path: file,
+    fingerprint: x509.fingerprint256.replaceAll(':', '').toLowerCase(),
+    subject: x509.subject,
+    certificate: pkijs.Certificate.fromBER(toArrayBuffer(der)),
+  };
+}
+
+export interface VerifiedSignature {
+  rootHash: string;
+  /** The trusted certificate that verified it. */
+  subject: string;
+  fingerprint: string;
+  certificatePath: string;
+}
+
+export interface VerifyOptions {
+  trusted: readonly TrustedCertificate[];
+  /** The image's root hash (e.g. paired from the partition UUIDs); checked before any crypto. */
+  expectedRootHash?: string;
+  /** Enforce certificate validity at this date. Default: not enforced, as in systemd. */
+  checkDate?: Date;
+}
+
+// Passed explicitly to every pkijs call instead of pkijs.setEngine(), so importing this module
+// changes no global state.
+// Node's webcrypto implements the DOM Crypto interface pkijs expects; the lib types differ only nominally.
+type EngineCrypto = ConstructorParameters<typeof pkijs.CryptoEngine>[0]['crypto'];
+const engine = new pkijs.CryptoEngine({ name: 'node', crypto: webcrypto as unknown as EngineCrypto });
+
+const CODE_SIGNER_NOT_FOUND = 3;
+
+/**
+ * Verifies `sig` against the trusted certificates. Candidates are the certificates with the
+ * fingerprint the image names, or all of them if it names none. Throws VeritySignatureError:
+ * 'root-hash-mismatch', 'malformed' (unusable PKCS#7), 'key-not-found', 'signature-invalid'.
+ */
+export async function verifyVeritySignature(sig: VeritySignature, opts: VerifyOptions): Promise<VerifiedSignature> {
+  if (opts.expectedRootHash !== undefined) checkRootHash(sig, opts.expectedRootHash);
+  const signed = parseSignedData(sig.signature);
+  const data = toArrayBuffer(Buffer.from(sig.rootHash, 'ascii'));
+  const candidates = opts.trusted.filter((c) => sig.certificateFingerprint === undefined || c.fingerprint === sig.certificateFingerprint);
+
+  let signerFound = false;
+  let lastFailure = '';
+  for (const candidate of candidates) {
+    // NOINTERN: only the candidate may be the signer, whatever certificates the signature carries.
+    // This also accepts signatures made without embedded certificates (-nocerts).
+    signed.certificates = [candidate.certificate];
+    let verified: boolean;
+    try {
+      // checkChain with the candidate as the only trust anchor: without trustedCerts+checkChain,
+      // pkijs would accept any self-signed signature (node-probe.md). Both a false result and a
+      // throw mean "not verified".
+      const result = await signed.verify(
+        {
+          signer: 0,
+          data,
+          trustedCerts: [candidate.certificate],
+          checkChain: true,
+          checkDate: opts.checkDate ?? candidate.certificate.notBefore.value,
+          extendedMode: true,
+        },
+        engine,
+      );
+      verified = result.signatureVerified === true;
+      if (!verified) lastFailure = 'signature does not match';
+    } catch (err) {
+      if (err instanceof pkijs.SignedDataVerifyError && err.code === CODE_SIGNER_NOT_FOUND) continue;
+      verified = false;
+      lastFailure = err instanceof Error ? err.message : String(err);
+    }
+    signerFound = true;
+    if (verified) {
+      return { rootHash: sig.rootHash, subject: candidate.subject, fingerprint: candidate.fingerprint, certificatePath: candidate.path };
+    }
+  }
+  if (!signerFound) {
+    const why = sig.certificateFingerprint !== undefined && candidates.length === 0
+      ? `no trusted certificate has fingerprint ${sig.certificateFingerprint}`
+      : 'the signer is not a trusted certificate';
+    throw new VeritySignatureError('key-not-found', `verity signature: ${why}`);
+  }
+  throw new VeritySignatureError('signature-invalid', `verity signature does not verify: ${lastFailure}`);
+}
+
+/** Decodes the DER SignedData; refuses anything but one signer over detached content. */
+function parseSignedData(der: Buffer): pkijs.SignedData {
+  let signed: pkijs.SignedData;
+  try {
+    const asn1 = asn1js.fromBER(toArrayBuffer(der));
+    if (asn1.offset === -1 || asn1.offset !== der.length) throw new Error('not a single DER object');
+    const info = new pkijs.ContentInfo({ schema: asn1.result });
+    if (info.contentType !== pkijs.ContentInfo.SIGNED_DATA) throw new Error(`content type ${info.contentType} is not SignedData`);
+    signed = new pkijs.SignedData({ schema: info.content });
+  } catch (err) {
+    throw new VeritySignatureError('malformed', `verity signature is not a PKCS#7 SignedData: ${(err as Error).message}`);
+  }
+  if (signed.signerInfos.length !== 1) {
+    throw new VeritySignatureError('malformed', `verity signature has ${signed.signerInfos.length} signers, expected 1`);
+  }
+  if (signed.encapContentInfo.eContent) {
+    throw new VeritySignatureError('malformed', 'verity signature is not detached');
+  }
+  return signed;
+}
+
+function toArrayBuffer(buf: Uint8Array): ArrayBuffer {
+  return buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
+}
