@@ -5,8 +5,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { sdNotify } from '../../src/sys/notify.ts';
-import { waitFor } from './util.ts';
+import { sdNotify } from '../../src/sys/notify.js';
+import { waitFor } from './util.js';
 
 const RECEIVER = `
 import socket, sys
