@@ -69,7 +69,8 @@ export class IdlError extends Error {
   }
 }
 
-const INTERFACE_NAME = /^[a-z]([-]*[a-z0-9])*(\.[a-z0-9]([-]*[a-z0-9])*)+$/;
+// The Varlink spec says lowercase, but sd-varlink accepts capitals (io.systemd.MountFileSystem).
+const INTERFACE_NAME = /^[A-Za-z]([-]*[A-Za-z0-9])*(\.[A-Za-z0-9]([-]*[A-Za-z0-9])*)+$/;
 const MEMBER_NAME = /^[A-Z][A-Za-z0-9]*$/;
 const FIELD_NAME = /^[A-Za-z](_?[A-Za-z0-9])*$/;
 const PRIMITIVES: ReadonlySet<string> = new Set(['bool', 'int', 'float', 'string', 'object']);

@@ -139,7 +139,7 @@ test('round trips through formatInterface', () => {
 test('rejects malformed IDL with line numbers', () => {
   rejectsAt('# doc\n\nmethod Foo() -> ()\n', 3, /interface/);
   rejectsAt('', 1, /interface/);
-  rejectsAt('interface\n  Org.example\n', 2, /invalid interface name/);
+  rejectsAt('interface\n  -org.example\n', 2, /invalid interface name/);
   rejectsAt('interface example\n', 1, /invalid interface name/);
   rejectsAt('interface org.example\n\ntype foo ()\n', 3, /invalid type name/);
   rejectsAt('interface org.example\nmethod M(\n  a: ??string\n) -> ()\n', 3, /'\?' cannot follow '\?'/);

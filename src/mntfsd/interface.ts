@@ -1,0 +1,102 @@
+// The io.systemd.MountFileSystem interface as mountgate serves it. Embedded as text (tsc
+// does not copy data files to dist/) and returned verbatim by GetInterfaceDescription.
+export const MOUNT_FILE_SYSTEM_IDL = `# Mount file systems from disk images and directories, for unprivileged callers.
+interface io.systemd.MountFileSystem
+
+type PartitionDesignator (
+  root,
+  usr,
+  home,
+  srv,
+  esp,
+  xbootldr,
+  swap,
+  root_verity,
+  usr_verity,
+  root_verity_sig,
+  usr_verity_sig,
+  tmp,
+  var
+)
+
+type PartitionInfo (
+  # The designator of this partition.
+  designator: PartitionDesignator,
+  # Whether the mount is writable.
+  writable: bool,
+  # Whether the file system is marked to grow to the partition size.
+  growFileSystem: bool,
+  # The GPT partition number, null for a bare file system.
+  partitionNumber: ?int,
+  # The CPU architecture of the partition, if it has one.
+  architecture: ?string,
+  # The GPT partition UUID.
+  partitionUuid: ?string,
+  # The file system type, e.g. erofs, squashfs, ext4.
+  fileSystemType: string,
+  # The GPT partition label.
+  partitionLabel: ?string,
+  # Size of the partition in bytes.
+  size: int,
+  # Offset of the partition in the image in bytes.
+  offset: int,
+  # Index of the detached mount fd in the fds attached to the reply.
+  mountFileDescriptor: int
+)
+
+# Verifies a disk image and returns one detached mount fd per partition, idmapped to the
+# given user namespace.
+method MountImage(
+  # Index of the image fd: a regular file or block device, opened read-only or read-write.
+  imageFileDescriptor: int,
+  # Index of the target user namespace fd.
+  userNamespaceFileDescriptor: ?int,
+  # Mount read-only. Untrusted images are always read-only.
+  readOnly: ?bool,
+  # Grow file systems marked growfs (default true).
+  growFileSystems: ?bool,
+  # Passphrase for encrypted partitions (not supported by mountgate).
+  password: ?string,
+  # The caller's image policy, intersected with the daemon's.
+  imagePolicy: ?string,
+  # Polkit is not used by mountgate; accepted for compatibility.
+  allowInteractiveAuthentication: ?bool
+) -> (
+  partitions: []PartitionInfo,
+  # The image policy that was applied.
+  imagePolicy: string,
+  imageSize: int,
+  sectorSize: int,
+  imageName: ?string,
+  imageUuid: ?string,
+  singleFileSystem: bool
+)
+
+type MountDirectoryMode (auto, root, foreign, identity)
+
+# Not implemented by mountgate.
+method MountDirectory(
+  directoryFileDescriptor: int,
+  userNamespaceFileDescriptor: ?int,
+  readOnly: ?bool,
+  mode: ?MountDirectoryMode,
+  allowInteractiveAuthentication: ?bool
+) -> (
+  mountFileDescriptor: int
+)
+
+# The image is not a usable disk image.
+error IncompatibleImage()
+# The image has more than one root partition for this architecture.
+error MultipleRootPartitionsFound()
+# The image has no root partition.
+error RootPartitionNotFound()
+# The image policy refuses the image.
+error DeniedByImagePolicy()
+# No trusted certificate matches the image's Verity signature.
+error KeyNotFound()
+# The data or hash tree does not match the root hash.
+error VerityFailure()
+# The image fd was opened with flags that are not allowed.
+error BadFileDescriptorFlags(parameter: string)
+`;

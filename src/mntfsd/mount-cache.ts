@@ -1,0 +1,69 @@
+// Verified partitions, keyed by Verity root hash: a hit means the bytes were already copied,
+// verified and mounted, so serving the same image again costs one open_tree() clone.
+import * as fs from 'node:fs';
+
+export interface CachedMount {
+  /** Detached, un-idmapped mount of the verified private copy. */
+  baseMountFd: number;
+  fileSystemType: string;
+}
+
+export class MountCache {
+  private readonly entries = new Map<string, CachedMount>();
+  /** Verification in progress, so concurrent calls for one image verify it once. */
+  private readonly inFlight = new Map<string, Promise<CachedMount>>();
+
+  /** Lookups served without verifying again, and verifications done. */
+  readonly stats = { hits: 0, misses: 0 };
+
+  constructor(private readonly capacity = 32) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
+  async getOrCreate(key: string, create: () => Promise<CachedMount>): Promise<{ mount: CachedMount; cached: boolean }> {
+    const hit = this.entries.get(key);
+    if (hit) {
+      // Map order is insertion order: re-insert to mark as most recently used.
+      this.entries.delete(key);
+      this.entries.set(key, hit);
+      this.stats.hits++;
+      return { mount: hit, cached: true };
+    }
+    const pending = this.inFlight.get(key);
+    if (pending) {
+      this.stats.hits++;
+      return { mount: await pending, cached: true };
+    }
+    this.stats.misses++;
+    const p = create();
+    this.inFlight.set(key, p);
+    try {
+      const mount = await p;
+      this.entries.set(key, mount);
+      this.evict();
+      return { mount, cached: false };
+    } finally {
+      this.inFlight.delete(key);
+    }
+  }
+
+  /** Closing the base mount releases the private copy and loop device once callers' clones are gone. */
+  private evict(): void {
+    while (this.entries.size > this.capacity) {
+      const [key, oldest] = this.entries.entries().next().value as [string, CachedMount];
+      this.entries.delete(key);
+      fs.closeSync(oldest.baseMountFd);
+    }
+  }
+
+  clear(): void {
+    for (const m of this.entries.values()) fs.closeSync(m.baseMountFd);
+    this.entries.clear();
+  }
+}

@@ -1,0 +1,224 @@
+// io.systemd.MountFileSystem.MountImage: validate the fds, establish trust, dissect, verify
+// into private storage, mount, idmap to the caller's namespace, hand back mount fds.
+import * as fs from 'node:fs';
+import type { Logger } from 'pino';
+import { ERR, VarlinkError, invalidParameter, permissionDenied, systemError } from '../ipc/errors.js';
+import type { CallContext, HandlerResult } from '../ipc/server.js';
+import { isSysError } from '../sys/errors.js';
+import { userNamespaceInfo } from '../sys/nsfs.js';
+import { fdFlags, fdStat, NSFS_MAGIC, PIDFS_MAGIC, PROC_SUPER_MAGIC, statfsType } from '../sys/stat.js';
+import { detectFileSystem, dissectImage, type DissectedImage, type DissectedPartition } from './ddi/dissect.js';
+import { MountFsError, isMountFsError } from './errors.js';
+import { evaluatePartition, formatImagePolicy, ImagePolicyError, type Designator, type ImagePolicy, type Protection } from './image-policy.js';
+import { cloneForCaller, mountPartition } from './mount.js';
+import type { MountCache } from './mount-cache.js';
+import { loadTrustedCertificates, readVeritySignature, verifyVeritySignature, VeritySignatureError } from './signature.js';
+import { checkTrustedImage, effectiveImagePolicy } from './trust.js';
+import { verifyPartition } from './verity.js';
+
+export interface MountImageConfig {
+  certificateDirectories: readonly string[];
+  trustedDirectories: readonly string[];
+  cache: MountCache;
+  /** Registers returned mounts with userdbd; undefined when no userdbd is configured. */
+  registerMount?: (usernsFd: number, mountFd: number) => Promise<void>;
+  log: Logger;
+}
+
+// Flags a caller's image fd may carry besides its access mode (systemd: fd_verify_safe_flags).
+const O_NONBLOCK = 0o4000;
+const O_LARGEFILE = 0o100000;
+const O_NOFOLLOW = 0o400000;
+const O_NOATIME = 0o1000000;
+const O_CLOEXEC = 0o2000000;
+const O_ACCMODE = 0o3;
+const SAFE_FLAGS = O_ACCMODE | O_NONBLOCK | O_LARGEFILE | O_NOFOLLOW | O_NOATIME | O_CLOEXEC;
+
+const PSEUDO_FILE_SYSTEMS = new Set([NSFS_MAGIC, PROC_SUPER_MAGIC, PIDFS_MAGIC]);
+
+interface Selected {
+  partition: DissectedPartition;
+  protection: Protection;
+}
+
+/** What to mount and with which protection; throws DeniedByImagePolicy. */
+function selectPartitions(image: DissectedImage, policy: ImagePolicy): Selected[] {
+  const selected: Selected[] = [];
+  const seen = new Set<string>();
+  for (const partition of image.partitions) {
+    if (partition.designator.endsWith('-verity') || partition.designator.endsWith('-verity-sig')) continue;
+    seen.add(partition.designator);
+    const offered: Protection = partition.verity?.signature ? 'signed' : partition.verity ? 'verity' : 'unprotected';
+    const v = evaluatePartition(policy, partition.designator as Designator, offered, {
+      readOnly: partition.readOnly,
+      growFileSystem: partition.growFileSystem,
+      fileSystem: partition.fileSystemType ?? undefined,
+    });
+    if (v.verdict === 'skip') continue;
+    if (v.verdict === 'deny') throw new MountFsError('DeniedByImagePolicy', v.reason);
+    selected.push({ partition, protection: v.as });
+  }
+  for (const designator of ['root', 'usr'] as const) {
+    if (seen.has(designator)) continue;
+    const v = evaluatePartition(policy, designator, 'absent');
+    if (v.verdict === 'deny') throw new MountFsError('DeniedByImagePolicy', v.reason);
+  }
+  return selected;
+}
+
+export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unknown>, ctx: CallContext) => Promise<HandlerResult> {
+  return async (params, ctx) => {
+    const imageFd = ctx.fd(params.imageFileDescriptor, 'imageFileDescriptor');
+    const flags = fdFlags(imageFd);
+    if (flags.path || !flags.readable || (flags.flags & ~SAFE_FLAGS) !== 0) {
+      throw new MountFsError('BadFileDescriptorFlags', 'image fd flags', { parameter: 'imageFileDescriptor' }).toVarlink();
+    }
+    const st = fdStat(imageFd);
+    if (!st.isFile && !st.isBlockDevice) throw invalidParameter('imageFileDescriptor');
+    // nsfs, procfs and pidfs inodes look like regular files but are no images.
+    if (st.isFile && PSEUDO_FILE_SYSTEMS.has(statfsType(imageFd))) throw invalidParameter('imageFileDescriptor');
+
+    let usernsFd: number | null = null;
+    if (params.userNamespaceFileDescriptor !== undefined && params.userNamespaceFileDescriptor !== null) {
+      usernsFd = ctx.fd(params.userNamespaceFileDescriptor, 'userNamespaceFileDescriptor');
+      let info;
+      try {
+        info = userNamespaceInfo(usernsFd);
+      } catch {
+        throw invalidParameter('userNamespaceFileDescriptor');
+      }
+      // Our own namespace means "no idmapping", as in systemd.
+      if (info.inode === fs.statSync('/proc/self/ns/user').ino) usernsFd = null;
+      else if (ctx.peer.uid !== 0 && info.ownerUid !== ctx.peer.uid) throw permissionDenied();
+    }
+    // Mounts in the host's id space are for root only.
+    if (usernsFd === null && ctx.peer.uid !== 0) throw permissionDenied();
+
+    const trusted = cfg.trustedDirectories.length > 0 && checkTrustedImage(imageFd, cfg.trustedDirectories).trusted;
+    let policy: ImagePolicy;
+    try {
+      policy = effectiveImagePolicy(trusted, typeof params.imagePolicy === 'string' ? params.imagePolicy : undefined);
+    } catch (err) {
+      throw err instanceof ImagePolicyError ? err.toVarlinkError() : err;
+    }
+    // Untrusted images are always read-only; so is an image the caller could only read.
+    const readOnly = params.readOnly === true || !trusted || !flags.writable;
+
+    try {
+      const image = dissectImage(imageFd);
+      const selected = selectPartitions(image, policy);
+      const mounts = await mountSelected(cfg, imageFd, selected, readOnly, usernsFd, ctx);
+      return {
+        parameters: {
+          partitions: mounts.map((m, i) => ({
+            designator: m.partition.designator,
+            writable: !readOnly,
+            growFileSystem: m.partition.growFileSystem && params.growFileSystems !== false,
+            partitionNumber: image.partitionTable ? m.partition.partitionNumber : null,
+            architecture: m.partition.architecture,
+            partitionUuid: m.partition.partitionUuid,
+            fileSystemType: m.fileSystemType,
+            partitionLabel: m.partition.partitionLabel || null,
+            size: m.partition.size,
+            offset: m.partition.offset,
+            mountFileDescriptor: i,
+          })),
+          imagePolicy: formatImagePolicy(policy),
+          imageSize: image.imageSize,
+          sectorSize: image.sectorSize,
+          imageName: null,
+          imageUuid: image.imageUuid,
+          singleFileSystem: !image.partitionTable,
+        },
+        fds: mounts.map((m) => m.fd),
+      };
+    } catch (err) {
+      throw toVarlinkError(err);
+    }
+  };
+}
+
+interface Mounted {
+  partition: DissectedPartition;
+  fd: number;
+  /** From the bytes actually mounted (for verified partitions: the verified copy). */
+  fileSystemType: string;
+}
+
+async function mountSelected(
+  cfg: MountImageConfig,
+  imageFd: number,
+  selected: Selected[],
+  readOnly: boolean,
+  usernsFd: number | null,
+  ctx: CallContext,
+): Promise<Mounted[]> {
+  const mounted: Mounted[] = [];
+  const release = (): void => mounted.forEach((m) => fs.closeSync(m.fd));
+  ctx.onDisconnect(release);
+  try {
+    for (const { partition, protection } of selected) {
+      if (!partition.fileSystemType) throw new MountFsError('IncompatibleImage', `${partition.designator}: unknown file system`);
+      const m =
+        protection === 'unprotected'
+          ? mountUnprotected(imageFd, partition, readOnly, usernsFd)
+          : await mountVerified(cfg, imageFd, partition, protection, usernsFd);
+      mounted.push({ partition, ...m });
+      if (usernsFd !== null && cfg.registerMount) await cfg.registerMount(usernsFd, m.fd);
+      if (ctx.disconnected) throw new Error('client disconnected');
+    }
+    return mounted;
+  } catch (err) {
+    release();
+    throw err;
+  }
+}
+
+/** Only reachable for trusted images: the policy never lets untrusted ones be unprotected. */
+function mountUnprotected(imageFd: number, p: DissectedPartition, readOnly: boolean, usernsFd: number | null): { fd: number; fileSystemType: string } {
+  const fileSystemType = p.fileSystemType!;
+  const base = mountPartition({ fd: imageFd, offset: p.offset, size: p.size }, { designator: p.designator, fileSystemType, readOnly });
+  try {
+    return { fd: cloneForCaller(base, usernsFd, readOnly), fileSystemType };
+  } finally {
+    fs.closeSync(base);
+  }
+}
+
+async function mountVerified(
+  cfg: MountImageConfig,
+  imageFd: number,
+  p: DissectedPartition,
+  protection: Protection,
+  usernsFd: number | null,
+): Promise<{ fd: number; fileSystemType: string }> {
+  const verity = p.verity!;
+  if (protection === 'signed') {
+    const sig = readVeritySignature(imageFd, verity.signature!.offset, verity.signature!.size);
+    const { certificates } = loadTrustedCertificates(cfg.certificateDirectories);
+    await verifyVeritySignature(sig, { trusted: certificates, expectedRootHash: verity.rootHash });
+  }
+  const { mount, cached } = await cfg.cache.getOrCreate(verity.rootHash, async () => {
+    const copy = await verifyPartition(imageFd, { offset: p.offset, size: p.size }, { offset: verity.hash.offset, size: verity.hash.size }, Buffer.from(verity.rootHash, 'hex'));
+    try {
+      // Decide the driver from the verified bytes, not from what dissection read off the caller's fd.
+      const fileSystemType = detectFileSystem(copy.fd, copy.offset, copy.size);
+      if (!fileSystemType) throw new MountFsError('IncompatibleImage', `${p.designator}: no known file system`);
+      const baseMountFd = mountPartition(copy, { designator: p.designator, fileSystemType, readOnly: true });
+      return { baseMountFd, fileSystemType };
+    } finally {
+      fs.closeSync(copy.fd);
+    }
+  });
+  cfg.log.debug({ rootHash: verity.rootHash, cached }, 'verified partition');
+  return { fd: cloneForCaller(mount.baseMountFd, usernsFd, true), fileSystemType: mount.fileSystemType };
+}
+
+function toVarlinkError(err: unknown): Error {
+  if (err instanceof VarlinkError) return err;
+  if (isMountFsError(err)) return err.toVarlink();
+  if (err instanceof VeritySignatureError) return err.toVarlinkError();
+  if (isSysError(err)) return systemError(err);
+  if (err instanceof Error && err.message === 'client disconnected') return new VarlinkError(ERR.System, { origin: 'linux', errnoName: 'ECONNRESET', errno: 104 });
+  return err instanceof Error ? err : new Error(String(err));
+}

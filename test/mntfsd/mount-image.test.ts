@@ -1,0 +1,284 @@
+// MountImage end to end: mntfsd runs here (root); the client is uid 1000 with its own user
+// namespace, using the public client library (test/e2e/client.ts). Images come from
+// systemd-repart, sfdisk + mkfs + veritysetup, and `mountgate build`.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { buildDdi } from '../../src/image-builder/build-ddi.js';
+import { startMntfsd, type Mntfsd } from '../../src/mntfsd/daemon.js';
+import { killAndWait, spawnInNewUserns } from '../sys/util.js';
+import { flipped, handVerityImage, imageDir, makeFileSystem, removeImages, repartImage, run, sampleTree, testKey } from './images.js';
+
+const execFileAsync = promisify(execFile);
+const AS_1000 = ['--reuid=1000', '--regid=1000', '--clear-groups'];
+const BASE = 524288 * 40;
+const CLIENT = path.resolve(import.meta.dirname, '../e2e/client.ts');
+
+interface PartitionResult {
+  designator: string;
+  fileSystemType: string;
+  writable: boolean;
+  canWrite: boolean;
+  rootUid: number;
+  host: { uid: number; gid: number; content: string } | null;
+  insideUid: number | null;
+}
+interface MountResult {
+  error?: string;
+  message?: string;
+  partitions?: PartitionResult[];
+  imagePolicy?: string;
+}
+
+let dir: string;
+let sock: string;
+let trustedDir: string;
+let daemon: Mntfsd;
+let ns: Awaited<ReturnType<typeof spawnInNewUserns>>;
+
+// Asynchronous on purpose: the daemon runs in this process and must keep serving meanwhile.
+async function as1000(args: string[]): Promise<{ stdout: string; stderr: string }> {
+  try {
+    return await execFileAsync('setpriv', [...AS_1000, process.execPath, '--import', 'tsx', ...args], { encoding: 'utf8', timeout: 60_000 });
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string };
+    return { stdout: e.stdout ?? '', stderr: e.stderr ?? String(err) };
+  }
+}
+
+async function mountAs1000(image: string, ...flags: string[]): Promise<MountResult> {
+  const r = await as1000([CLIENT, 'mount', sock, image, String(ns.pid), ...flags]);
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  assert.ok(line.startsWith('{'), `client printed no result: ${r.stderr.slice(-1500)}`);
+  return JSON.parse(line) as MountResult;
+}
+
+/** Byte offsets of the partitions, as sfdisk (not our parser) reads them. */
+function partitions(image: string): Array<{ start: number; size: number; name: string }> {
+  const j = JSON.parse(run('sfdisk', ['-J', image])) as { partitiontable: { sectorsize?: number; partitions: Array<{ start: number; size: number; name?: string }> } };
+  const ss = j.partitiontable.sectorsize ?? 512;
+  return j.partitiontable.partitions.map((p) => ({ start: p.start * ss, size: p.size * ss, name: p.name ?? '' }));
+}
+
+/** A copy readable by uid 1000 (the image dir itself is private). */
+function publish(src: string, name: string, owner = 0): string {
+  const out = path.join(dir, name);
+  fs.copyFileSync(src, out);
+  fs.chmodSync(out, 0o644);
+  fs.chownSync(out, owner, owner);
+  return out;
+}
+
+function loopsBackedByMemfd(): number {
+  let n = 0;
+  for (const d of fs.readdirSync('/sys/block')) {
+    try {
+      if (fs.readFileSync(`/sys/block/${d}/loop/backing_file`, 'utf8').includes('memfd:')) n++;
+    } catch {
+      // not a bound loop device
+    }
+  }
+  return n;
+}
+
+before(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mntfsd-e2e-'));
+  fs.chmodSync(dir, 0o755);
+  sock = path.join(dir, 'mntfsd.sock');
+  trustedDir = path.join(dir, 'trusted');
+  fs.mkdirSync(trustedDir, { mode: 0o755 });
+  const certs = path.join(dir, 'verity.d');
+  fs.mkdirSync(certs);
+  fs.copyFileSync(testKey().cert, path.join(certs, 'test.crt'));
+  daemon = startMntfsd({ listen: sock, userdbd: null, certificateDirectories: [certs], trustedDirectories: [trustedDir] });
+  // The caller's namespace, created by uid 1000; root maps it as userdbd would.
+  ns = await spawnInNewUserns('setpriv', [...AS_1000, 'unshare', '--user', 'sleep', 'infinity']);
+  fs.writeFileSync(`/proc/${ns.pid}/uid_map`, `0 ${BASE} 65536\n`);
+  fs.writeFileSync(`/proc/${ns.pid}/gid_map`, `0 ${BASE} 65536\n`);
+});
+
+after(async () => {
+  await killAndWait(ns);
+  daemon.close();
+  removeImages();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('signed images mount idmapped', () => {
+  for (const format of ['squashfs', 'ext4'] as const) {
+    test(`systemd-repart ${format}: root in the namespace, BASE on the host, read-only`, async () => {
+      const img = publish(repartImage(format).path, `repart-${format}.raw`);
+      const r = await mountAs1000(img);
+      assert.equal(r.error, undefined, JSON.stringify(r));
+      assert.equal(r.partitions!.length, 1);
+      const p = r.partitions![0]!;
+      assert.equal(p.designator, 'root');
+      assert.equal(p.fileSystemType, format);
+      assert.deepEqual(p.host, { uid: BASE, gid: BASE, content: 'hello\n' });
+      assert.equal(p.insideUid, 0);
+      assert.equal(p.writable, false);
+      assert.equal(p.canWrite, false);
+    });
+  }
+
+  test('erofs image from `mountgate build`', async () => {
+    const { key, cert } = testKey();
+    const out = path.join(imageDir(), 'built.raw');
+    await buildDdi({ sourceDir: sampleTree(), output: out, keyPem: fs.readFileSync(key, 'utf8'), certPem: fs.readFileSync(cert, 'utf8') });
+    const r = await mountAs1000(publish(out, 'built.raw'));
+    assert.equal(r.error, undefined, JSON.stringify(r));
+    assert.equal(r.partitions![0]!.fileSystemType, 'erofs');
+    assert.equal(r.partitions![0]!.host!.uid, BASE);
+  });
+
+  test('the second MountImage of an image is served from the cache', async () => {
+    const img = publish(repartImage('squashfs').path, 'repart-cache.raw');
+    const before = { ...daemon.cache.stats };
+    assert.equal((await mountAs1000(img)).error, undefined);
+    assert.equal((await mountAs1000(img)).error, undefined);
+    assert.equal(daemon.cache.stats.misses, before.misses, 'no verification ran again');
+    assert.equal(daemon.cache.stats.hits, before.hits + 2);
+  });
+
+  test('writing to the image fd after MountImage changes nothing the mount shows', async () => {
+    const { key, cert } = testKey();
+    // A fresh image (not in the cache), owned by the caller so it can scribble over it.
+    const out = path.join(imageDir(), 'scribble.raw');
+    const tree = path.join(imageDir(), 'scribble-tree');
+    fs.cpSync(sampleTree(), tree, { recursive: true });
+    fs.writeFileSync(path.join(tree, 'etc/hello'), 'hello\n');
+    fs.writeFileSync(path.join(tree, 'etc/unique'), `${process.pid}-${Date.now()}\n`);
+    await buildDdi({ sourceDir: tree, output: out, keyPem: fs.readFileSync(key, 'utf8'), certPem: fs.readFileSync(cert, 'utf8') });
+    const img = publish(out, 'scribble.raw', 1000);
+    const r = await mountAs1000(img, '--rw-image', '--scribble');
+    assert.equal(r.error, undefined, JSON.stringify(r));
+    assert.equal(r.partitions![0]!.host!.content, 'hello\n');
+    // The scribble really happened: the image itself is no longer mountable.
+    assert.notEqual((await mountAs1000(img)).error, undefined);
+  });
+});
+
+describe('file systems', () => {
+  for (const kind of ['ext4', 'erofs', 'squashfs', 'btrfs', 'xfs'] as const) {
+    test(`${kind} with verity, trusted by location`, async () => {
+      const img = publish(handVerityImage(kind).path, `trusted/${kind}-verity.raw`);
+      const r = await mountAs1000(img);
+      assert.equal(r.error, undefined, JSON.stringify(r));
+      const p = r.partitions!.find((x) => x.designator === 'root')!;
+      assert.equal(p.fileSystemType, kind);
+      // The root directory is owned by 0 in every image (mkfs.xfs makes an empty one).
+      assert.equal(p.rootUid, BASE);
+    });
+  }
+
+  test('a bare file system in a trusted directory mounts; outside it is refused', async () => {
+    const trusted = publish(makeFileSystem('erofs'), 'trusted/bare.erofs');
+    const r = await mountAs1000(trusted);
+    assert.equal(r.error, undefined, JSON.stringify(r));
+    assert.equal(r.partitions![0]!.fileSystemType, 'erofs');
+    assert.equal((await mountAs1000(publish(makeFileSystem('erofs'), 'bare.erofs'))).error, 'io.systemd.MountFileSystem.DeniedByImagePolicy');
+  });
+});
+
+describe('refused images', () => {
+  test('unsigned verity image outside trusted directories → DeniedByImagePolicy', async () => {
+    assert.equal((await mountAs1000(publish(handVerityImage('erofs').path, 'unsigned.raw'))).error, 'io.systemd.MountFileSystem.DeniedByImagePolicy');
+  });
+
+  test('signed by a certificate that is not trusted → KeyNotFound', async () => {
+    const key = path.join(imageDir(), 'other.key');
+    const cert = path.join(imageDir(), 'other.crt');
+    run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=untrusted']);
+    const out = path.join(imageDir(), 'untrusted.raw');
+    await buildDdi({ sourceDir: sampleTree(), output: out, keyPem: fs.readFileSync(key, 'utf8'), certPem: fs.readFileSync(cert, 'utf8') });
+    assert.equal((await mountAs1000(publish(out, 'untrusted.raw'))).error, 'io.systemd.MountFileSystem.KeyNotFound');
+  });
+
+  test('the caller policy can only narrow: root=verity on a signed image is refused', async () => {
+    const img = publish(repartImage('squashfs').path, 'repart-policy.raw');
+    assert.equal((await mountAs1000(img, '--policy', 'root=unprotected')).error, 'io.systemd.MountFileSystem.DeniedByImagePolicy');
+    assert.equal((await mountAs1000(img, '--policy', 'root=bogus')).error, 'org.varlink.service.InvalidParameter');
+  });
+
+  describe('one flipped byte', () => {
+    // A fresh image per test so the cache cannot answer for it.
+    async function freshImage(tag: string): Promise<string> {
+      const { key, cert } = testKey();
+      const tree = path.join(imageDir(), `flip-tree-${tag}`);
+      fs.cpSync(sampleTree(), tree, { recursive: true });
+      fs.writeFileSync(path.join(tree, 'etc/tag'), `${tag}\n`);
+      const out = path.join(imageDir(), `flip-${tag}.raw`);
+      await buildDdi({ sourceDir: tree, output: out, keyPem: fs.readFileSync(key, 'utf8'), certPem: fs.readFileSync(cert, 'utf8') });
+      return out;
+    }
+    const cases: Array<[string, (parts: ReturnType<typeof partitions>) => number, string | RegExp]> = [
+      ['data', (p) => p[0]!.start + p[0]!.size - 4096 - 100, 'io.systemd.MountFileSystem.VerityFailure'],
+      ['hash tree', (p) => p[1]!.start + 4096 + 7, 'io.systemd.MountFileSystem.VerityFailure'],
+      // Dissection already reads the JSON to pair partitions, so broken JSON is an unusable image.
+      ['signature JSON', (p) => p[2]!.start + 2, /^(io\.systemd\.System|io\.systemd\.MountFileSystem\.(KeyNotFound|IncompatibleImage))$/],
+      ['signature', (p) => p[2]!.start + 200, /^(io\.systemd\.System|io\.systemd\.MountFileSystem\.KeyNotFound)$/],
+      ['GPT header', () => 512 + 90, /^io\.systemd\.MountFileSystem\.(IncompatibleImage|RootPartitionNotFound)$/],
+    ];
+    for (const [what, offset, expected] of cases) {
+      test(what, async () => {
+        const src = await freshImage(what.replace(/\W/g, ''));
+        const parts = partitions(src);
+        const img = publish(flipped(src, offset(parts), `flipped-${what.replace(/\W/g, '')}.raw`), `flipped-${what.replace(/\W/g, '')}.raw`);
+        const r = await mountAs1000(img);
+        if (typeof expected === 'string') assert.equal(r.error, expected, JSON.stringify(r));
+        else assert.match(r.error ?? '', expected, JSON.stringify(r));
+      });
+    }
+  });
+});
+
+describe('callers', () => {
+  test('without a user namespace a non-root caller is refused', async () => {
+    const img = publish(repartImage('squashfs').path, 'repart-nons.raw');
+    const r = await as1000([CLIENT, 'mount', sock, img, 'none']);
+    assert.equal((JSON.parse(r.stdout.trim()) as MountResult).error, 'org.varlink.service.PermissionDenied');
+  });
+
+  test('wrong fd types are InvalidParameter or BadFileDescriptorFlags, and the daemon keeps serving', async () => {
+    const script = `
+      import { VarlinkClient } from '${path.resolve(import.meta.dirname, '../../src/ipc/client.js')}';
+      import fs from 'node:fs';
+      const c = await VarlinkClient.connect(process.argv[1]);
+      const out = [];
+      const tryFds = async (fds, params) => {
+        try { await c.call('io.systemd.MountFileSystem.MountImage', params, { fds }); out.push('ok'); }
+        catch (e) { out.push(e.error ?? String(e)); }
+      };
+      await tryFds([fs.openSync('/proc/self/ns/user', 'r'), fs.openSync(process.argv[3], 'r')], { imageFileDescriptor: 0, userNamespaceFileDescriptor: 1 });
+      await tryFds([fs.openSync('/dev/null', 'r')], { imageFileDescriptor: 0, userNamespaceFileDescriptor: 1 });
+      await tryFds([fs.openSync(process.argv[2], 0o10000000 /* O_PATH */), fs.openSync(process.argv[3], 'r')], { imageFileDescriptor: 0, userNamespaceFileDescriptor: 1 });
+      await tryFds([], { imageFileDescriptor: 3 });
+      await tryFds([fs.openSync(process.argv[2], 'r'), fs.openSync('/dev/null', 'r')], { imageFileDescriptor: 0, userNamespaceFileDescriptor: 1 });
+      console.log(JSON.stringify(out));
+      c.close();
+    `;
+    const img = publish(repartImage('squashfs').path, 'repart-fds.raw');
+    const r = await as1000(['--input-type=module', '-e', script, sock, img, `/proc/${ns.pid}/ns/user`]);
+    assert.deepEqual(JSON.parse(r.stdout.trim()), [
+      'org.varlink.service.InvalidParameter',
+      'org.varlink.service.InvalidParameter',
+      'io.systemd.MountFileSystem.BadFileDescriptorFlags',
+      'org.varlink.service.InvalidParameter',
+      'org.varlink.service.InvalidParameter',
+    ]);
+  });
+
+  test('closing everything leaves no loop device or fd behind', async () => {
+    const fdsBefore = fs.readdirSync('/proc/self/fd').length;
+    daemon.cache.clear();
+    // Loop devices autoclear once the last mount of their superblock is gone.
+    const deadline = Date.now() + 5000;
+    while (loopsBackedByMemfd() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(loopsBackedByMemfd(), 0);
+    assert.ok(fs.readdirSync('/proc/self/fd').length <= fdsBefore);
+  });
+});
