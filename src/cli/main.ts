@@ -1,73 +1,40 @@
 #!/usr/bin/env node
-// The `mountgate` command.
-import { parseArgs } from 'node:util';
-import { VarlinkServer } from '../ipc/server.js';
-import { createLogger } from '../log.js';
+// The `mountgate` command: dispatches to one module per subcommand.
+import { buildCommand } from './build.js';
+import { mntfsdCommand } from './daemons.js';
+import { runCommand } from './run.js';
 
-const USAGE = `Usage: mountgate COMMAND [OPTIONS]
+type Command = (args: string[]) => Promise<number>;
 
-Commands:
-  serve [--listen PATH] [--idle-exit SECONDS]
-      Run a Varlink server with the org.varlink.service interface on PATH, or on the
-      sockets passed by systemd socket activation (LISTEN_FDS).
-  help
-      Show this text.
-`;
+const COMMANDS: Record<string, { run: Command; summary: string }> = {
+  mntfsd: { run: mntfsdCommand, summary: 'run the image mount daemon (io.systemd.MountFileSystem)' },
+  run: { run: runCommand, summary: 'run a command inside a signed image as root of a transient user namespace' },
+  build: { run: buildCommand, summary: 'make a signed disk image (erofs + verity + signature) from a directory' },
+};
 
-async function serve(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: { listen: { type: 'string' }, 'idle-exit': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-  });
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  const log = createLogger('mountgate');
-  const idle = values['idle-exit'] ? Number(values['idle-exit']) * 1000 : undefined;
-  const server = new VarlinkServer({
-    idleTimeoutMs: idle,
-    onIdle: () => {
-      log.info('idle, exiting');
-      server.close();
-    },
-    onCall: ({ method, peer, error, ms }) => log.info({ method, uid: peer.uid, error, ms: Math.round(ms * 10) / 10 }, 'call'),
-    onInternalError: (err, method) => log.error({ err, method }, 'handler failed'),
-  });
-  const activated = server.listenActivated();
-  if (!activated) {
-    if (!values.listen) {
-      process.stderr.write('mountgate serve: --listen PATH is required without socket activation\n');
-      return 2;
-    }
-    server.listenPath(values.listen);
-  }
-  log.info({ listen: values.listen ?? `${activated} activated socket(s)` }, 'listening');
-  const stop = (): void => server.close();
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
-  return -1; // keep running
+function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
+  return `Usage: mountgate COMMAND [OPTIONS]\n\nCommands:\n${lines.join('\n')}\n\nRun 'mountgate COMMAND --help' for a command's options.\n`;
 }
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
-  switch (cmd) {
-    case 'serve':
-      return serve(rest);
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      process.stdout.write(USAGE);
-      return cmd === undefined ? 2 : 0;
-    default:
-      process.stderr.write(`mountgate: unknown command '${cmd}'\n${USAGE}`);
-      return 2;
+  if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    process.stdout.write(usage());
+    return cmd === undefined ? 2 : 0;
   }
+  const command = COMMANDS[cmd];
+  if (!command) {
+    process.stderr.write(`mountgate: unknown command '${cmd}'\n${usage()}`);
+    return 2;
+  }
+  return command.run(rest);
 }
 
 main(process.argv.slice(2)).then(
   (code) => {
+    // Daemons return -1: they keep running until signalled.
     if (code >= 0) process.exitCode = code;
   },
   (err: unknown) => {

@@ -2,6 +2,7 @@
 // mount namespaces (the multi-threaded Node process cannot; the kernel returns EINVAL).
 import { spawn } from 'node:child_process';
 import type { ChildProcess, StdioOptions } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { nativeBuildDir } from '../native/index.js';
 
@@ -28,12 +29,13 @@ function waitExit(child: ChildProcess): Promise<{ code: number | null; signal: N
 }
 
 /**
- * Spawns a helper that joins the user namespace `usernsFd` and stays there until released.
- * The fd is only borrowed: the caller still owns and closes it.
+ * Spawns the helper with `args` and waits for its ready byte: it is then a member of a user
+ * namespace and stays one until released. `extraFd` is inherited as CHILD_USERNS_FD.
  */
-export function joinUserNamespace(usernsFd: number): Promise<UserNamespaceMember> {
-  const child = spawn(nshelperPath, ['userns-wait', String(CHILD_USERNS_FD)], {
-    stdio: ['pipe', 'pipe', 'pipe', usernsFd],
+function startMember(args: string[], extraFd?: number): Promise<UserNamespaceMember> {
+  const what = `nshelper ${args[0]}`;
+  const child = spawn(nshelperPath, args, {
+    stdio: ['pipe', 'pipe', 'pipe', ...(extraFd === undefined ? [] : [extraFd])],
   });
   const stdin = child.stdin;
   const stdout = child.stdout;
@@ -52,7 +54,7 @@ export function joinUserNamespace(usernsFd: number): Promise<UserNamespaceMember
     released ??= (async () => {
       stdin.end();
       const { code, signal } = await waitExit(child);
-      if (code !== 0) throw new Error(`nshelper userns-wait exited with ${code ?? signal}: ${stderr.trim()}`);
+      if (code !== 0) throw new Error(`${what} exited with ${code ?? signal}: ${stderr.trim()}`);
     })();
     return released;
   };
@@ -66,16 +68,16 @@ export function joinUserNamespace(usernsFd: number): Promise<UserNamespaceMember
       child.kill('SIGKILL');
       reject(err);
     };
-    const timer = setTimeout(() => fail(new Error('nshelper userns-wait: timed out waiting for ready byte')), READY_TIMEOUT_MS);
+    const timer = setTimeout(() => fail(new Error(`${what}: timed out waiting for ready byte`)), READY_TIMEOUT_MS);
     child.once('error', (err) => fail(err));
     child.once('exit', (code, signal) => {
       // Let stderr drain before reporting.
-      setImmediate(() => fail(new Error(`nshelper userns-wait exited with ${code ?? signal} before ready: ${stderr.trim()}`)));
+      setImmediate(() => fail(new Error(`${what} exited with ${code ?? signal} before ready: ${stderr.trim()}`)));
     });
     stdout.once('data', (chunk: Buffer) => {
       if (settled) return;
       if (chunk[0] !== 0x31 /* '1' */ || child.pid === undefined) {
-        fail(new Error('nshelper userns-wait: unexpected ready byte'));
+        fail(new Error(`${what}: unexpected ready byte`));
         return;
       }
       settled = true;
@@ -84,6 +86,28 @@ export function joinUserNamespace(usernsFd: number): Promise<UserNamespaceMember
       resolve({ pid: child.pid, release });
     });
   });
+}
+
+/**
+ * Spawns a helper that joins the user namespace `usernsFd` and stays there until released.
+ * The fd is only borrowed: the caller still owns and closes it.
+ */
+export function joinUserNamespace(usernsFd: number): Promise<UserNamespaceMember> {
+  return startMember(['userns-wait', String(CHILD_USERNS_FD)], usernsFd);
+}
+
+/**
+ * Creates a new, unmapped user namespace owned by the calling user and returns an fd for it
+ * (/proc/<pid>/ns/user, close-on-exec as every fd Node opens; the caller closes it). The fd alone keeps the
+ * namespace alive; the helper that created it has exited when this resolves.
+ */
+export async function createUserNamespace(): Promise<number> {
+  const member = await startMember(['userns-new']);
+  try {
+    return fs.openSync(`/proc/${member.pid}/ns/user`, 'r');
+  } finally {
+    await member.release();
+  }
 }
 
 export interface NamespaceFds {
@@ -114,5 +138,40 @@ export function spawnInNamespaces(
       ...args,
     ],
     { stdio: fds },
+  );
+}
+
+export interface EnterOptions {
+  /** A user namespace whose maps are written (e.g. by userdbd's AllocateUserRange). */
+  usernsFd: number;
+  /** Detached mount that becomes "/" (idmapped into that namespace). */
+  rootMountFd: number;
+  /** Further detached mounts, attached at `path` (relative to the new root) in this order. */
+  mounts: ReadonlyArray<{ path: string; fd: number }>;
+  command: string;
+  args: readonly string[];
+  stdio?: 'pipe' | 'inherit' | 'ignore';
+}
+
+/** Exit codes of `nshelper enter` itself; any other status is the command's. */
+export const ENTER_SETUP_FAILED = 125;
+export const ENTER_NOT_EXECUTABLE = 126;
+export const ENTER_NOT_FOUND = 127;
+
+/**
+ * Runs `command` as root of the user namespace, in new mount and PID namespaces whose root is
+ * `rootMountFd` with `mounts` beneath it plus the host /dev and a fresh /proc when the image has
+ * those directories (`nshelper enter`). All fds are borrowed: the caller may close its copies as
+ * soon as this returns. Exit status: the command's (128+N for signal N) or ENTER_* above.
+ */
+export function spawnEnter(opts: EnterOptions): ChildProcess {
+  const stdio = opts.stdio ?? 'pipe';
+  const fds = [opts.usernsFd, opts.rootMountFd, ...opts.mounts.map((m) => m.fd)];
+  const first = 3;
+  const mountArgs = opts.mounts.map((m, i) => `${m.path}=${first + 2 + i}`);
+  return spawn(
+    nshelperPath,
+    ['enter', String(first), String(first + 1), ...mountArgs, '--', opts.command, ...opts.args],
+    { stdio: [stdio, stdio, stdio, ...fds] },
   );
 }
