@@ -1,0 +1,346 @@
+// Loader for the userns-restrict BPF-LSM policy (src/bpf/userns-restrict.bpf.c).
+//
+// Pins, under pinDir (default /sys/fs/bpf/mountgate; bpffs refuses dots in names):
+//   maps/{managed,setgroups_deny,ringbuf,meta}   links/<program>
+// Maps are pinned and reused across daemon generations, so managed namespaces stay managed.
+// `meta` holds the SHA-256 of the object that owns the links: a daemon running the same
+// object adopts the pins as they are; a different object is loaded against the pinned maps,
+// attached, and its links are renamed over the old pins, so the old programs detach only
+// after the new ones are live (no window without policy).
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import * as bpf from './libbpf.js';
+import { SysError } from '../sys/errors.js';
+import { native, projectRoot, POLL_READABLE } from '../native/index.js';
+import type { Poller } from '../native/index.js';
+
+export interface PolicyStatus {
+  lsm: boolean;
+  attached: boolean;
+  pinned: boolean;
+  managed: number;
+  reason?: string;
+}
+
+export interface NamespaceDeath {
+  inode: number;
+  nsId?: bigint;
+}
+
+export const DEFAULT_PIN_DIR = '/sys/fs/bpf/mountgate';
+export const DEFAULT_MAX_NAMESPACES = 16384;
+export const OBJECT_PATH = path.join(projectRoot, 'build', 'bpf', 'userns-restrict.bpf.o');
+
+const LSM_LIST = '/sys/kernel/security/lsm';
+const PROG_PREFIX = 'userns_restrict_';
+const LSM_PROGRAMS = [
+  'path_mkdir',
+  'path_mknod',
+  'path_symlink',
+  'path_link',
+  'path_chown',
+  'inode_set_acl',
+  'inode_setxattr',
+  'sb_kern_mount',
+  'task_fix_setgroups',
+] as const;
+/** Death probes, preferred first (retire_userns_sysctls sees every namespace of a freed chain). */
+const DEATH_PROBES = ['retire_userns_sysctls', 'free_user_ns'] as const;
+/** Pin name -> map name in the object. */
+const MAPS = {
+  managed: 'userns_managed',
+  setgroups_deny: 'userns_setgroups_deny',
+  ringbuf: 'userns_ringbuf',
+  meta: 'userns_meta',
+} as const;
+type PinnedMap = keyof typeof MAPS;
+const RESIZABLE: readonly PinnedMap[] = ['managed', 'setgroups_deny'];
+const DEATH_RECORD_SIZE = 16;
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+function validInode(inode: number): number {
+  if (!Number.isInteger(inode) || inode <= 0 || inode > 0xffffffff) {
+    throw new RangeError(`not a namespace inode number: ${inode}`);
+  }
+  return inode;
+}
+
+function validPinDir(dir: string): string {
+  const resolved = path.resolve(dir);
+  if (!resolved.startsWith('/sys/fs/bpf/') || path.basename(resolved).includes('.')) {
+    throw new RangeError(`pin directory must be a dot-free path under /sys/fs/bpf: ${dir}`);
+  }
+  return resolved;
+}
+
+function kernelHasSymbol(name: string): boolean {
+  const re = new RegExp(`^[0-9a-f]+ [tT] ${name}$`, 'm');
+  return re.test(fs.readFileSync('/proc/kallsyms', 'utf8'));
+}
+
+function readMeta(metaPin: string): Buffer | null {
+  if (!fs.existsSync(metaPin)) return null;
+  const fd = bpf.objGet(metaPin);
+  try {
+    const value = Buffer.alloc(32);
+    return bpf.mapLookup(fd, u32(0), value) ? value : null;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+interface Pins {
+  dir: string;
+  map(name: PinnedMap): string;
+  link(program: string): string;
+  links: string;
+}
+
+function pinsAt(dir: string): Pins {
+  return {
+    dir,
+    map: (name) => path.join(dir, 'maps', name),
+    link: (program) => path.join(dir, 'links', program),
+    links: path.join(dir, 'links'),
+  };
+}
+
+function expectedPrograms(): string[] {
+  const probe = DEATH_PROBES.find(kernelHasSymbol);
+  if (!probe) throw new Error(`kernel has none of ${DEATH_PROBES.join(', ')}`);
+  return [...LSM_PROGRAMS, probe];
+}
+
+/** Loads the object against the pinned maps (creating and pinning missing ones), attaches and pins. */
+function loadAndAttach(pins: Pins, programs: string[], maxNamespaces: number, digest: Buffer): void {
+  const obj = bpf.openObject(OBJECT_PATH);
+  const links: bpf.BpfLink[] = [];
+  try {
+    const created: PinnedMap[] = [];
+    for (const [pin, mapName] of Object.entries(MAPS) as Array<[PinnedMap, string]>) {
+      const map = bpf.findMap(obj, mapName);
+      if (fs.existsSync(pins.map(pin))) {
+        const fd = bpf.objGet(pins.map(pin));
+        try {
+          bpf.reuseMapFd(map, fd);
+        } finally {
+          fs.closeSync(fd);
+        }
+      } else {
+        if (RESIZABLE.includes(pin)) bpf.setMaxEntries(map, maxNamespaces);
+        created.push(pin);
+      }
+    }
+    for (const probe of DEATH_PROBES) {
+      bpf.setAutoload(bpf.findProgram(obj, PROG_PREFIX + probe), programs.includes(probe));
+    }
+    bpf.resetLog();
+    try {
+      bpf.loadObject(obj);
+    } catch (err) {
+      const log = bpf.lastLog().trim().split('\n').slice(-6).join(' | ');
+      if (err instanceof SysError && log) err.message += ` [${log}]`;
+      throw err;
+    }
+    fs.mkdirSync(path.join(pins.dir, 'maps'), { recursive: true });
+    fs.mkdirSync(pins.links, { recursive: true });
+    for (const pin of created) bpf.pinMap(bpf.findMap(obj, MAPS[pin]), pins.map(pin));
+
+    for (const name of programs) {
+      const prog = bpf.findProgram(obj, PROG_PREFIX + name);
+      const link = (DEATH_PROBES as readonly string[]).includes(name) ? bpf.attachKprobe(prog, name) : bpf.attach(prog, name);
+      links.push(link);
+      const staging = pins.link(`${name}_new`);
+      fs.rmSync(staging, { force: true });
+      bpf.pinLink(link, staging);
+      // Atomic replacement: the previous generation's link is released only now.
+      fs.renameSync(staging, pins.link(name));
+    }
+    // Only now is this generation complete: a later install may adopt it.
+    bpf.mapUpdate(bpf.mapFd(bpf.findMap(obj, MAPS.meta)), u32(0), digest);
+    // Links of programs this generation no longer has (e.g. the other death probe).
+    for (const entry of fs.readdirSync(pins.links)) {
+      if (!programs.includes(entry)) fs.rmSync(path.join(pins.links, entry), { force: true });
+    }
+  } finally {
+    // Pinned links stay attached; an unpinned one (failed attach sequence) detaches here.
+    for (const link of links) bpf.releaseLink(link, true);
+    bpf.closeObject(obj);
+  }
+}
+
+interface MapFds {
+  managed: number;
+  setgroups: number;
+  ringbuf: number;
+}
+
+export class UsernsPolicy {
+  private readonly pins: Pins;
+  private readonly lsm: boolean;
+  private readonly programs: string[];
+  private fds: MapFds | null;
+  private readonly reason?: string;
+  private consumer: bpf.RingBufferConsumer | null = null;
+  private poller: Poller | null = null;
+  private readonly listeners = new Set<(ev: NamespaceDeath | null) => void>();
+
+  private constructor(pins: Pins, lsm: boolean, programs: string[], fds: MapFds | null, reason?: string) {
+    this.pins = pins;
+    this.lsm = lsm;
+    this.programs = programs;
+    this.fds = fds;
+    this.reason = reason;
+  }
+
+  /** True when the kernel runs the BPF LSM ('bpf' in the active LSM list). */
+  static lsmAvailable(): boolean {
+    try {
+      return fs.readFileSync(LSM_LIST, 'utf8').trim().split(',').includes('bpf');
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Loads, attaches and pins the policy, or adopts pins left by a daemon running the same
+   * object. Never throws for what the kernel refuses: status() then reports why.
+   */
+  static install(opts: { pinDir?: string; maxNamespaces?: number } = {}): UsernsPolicy {
+    const pins = pinsAt(validPinDir(opts.pinDir ?? DEFAULT_PIN_DIR));
+    const maxNamespaces = opts.maxNamespaces ?? DEFAULT_MAX_NAMESPACES;
+    if (!Number.isInteger(maxNamespaces) || maxNamespaces < 1 || maxNamespaces > 1 << 20) {
+      throw new RangeError(`maxNamespaces out of range: ${maxNamespaces}`);
+    }
+    if (!UsernsPolicy.lsmAvailable()) {
+      return new UsernsPolicy(pins, false, [], null, `'bpf' is not in ${LSM_LIST}`);
+    }
+    const digest = crypto.createHash('sha256').update(fs.readFileSync(OBJECT_PATH)).digest();
+    const existed = fs.existsSync(pins.dir);
+    let programs: string[] = [];
+    try {
+      programs = expectedPrograms();
+      const current = readMeta(pins.map('meta'))?.equals(digest) && programs.every((p) => fs.existsSync(pins.link(p)));
+      if (!current) loadAndAttach(pins, programs, maxNamespaces, digest);
+      return new UsernsPolicy(pins, true, programs, UsernsPolicy.openMaps(pins));
+    } catch (err) {
+      // A fresh install that failed leaves nothing behind; a failed upgrade keeps the old policy.
+      if (!existed) fs.rmSync(pins.dir, { recursive: true, force: true });
+      const reason = err instanceof Error ? err.message : String(err);
+      return new UsernsPolicy(pins, true, programs, null, `cannot install the BPF policy: ${reason}`);
+    }
+  }
+
+  /** Removes the pins: the programs detach and the maps go away once nothing else holds them. */
+  static uninstall(pinDir: string = DEFAULT_PIN_DIR): void {
+    fs.rmSync(validPinDir(pinDir), { recursive: true, force: true });
+  }
+
+  private static openMaps(pins: Pins): MapFds {
+    const opened: number[] = [];
+    try {
+      for (const name of ['managed', 'setgroups_deny', 'ringbuf'] as const) opened.push(bpf.objGet(pins.map(name)));
+    } catch (err) {
+      for (const fd of opened) fs.closeSync(fd);
+      throw err;
+    }
+    const [managed, setgroups, ringbuf] = opened as [number, number, number];
+    return { managed, setgroups, ringbuf };
+  }
+
+  status(): PolicyStatus {
+    const status: PolicyStatus = {
+      lsm: this.lsm,
+      attached: this.programs.length > 0 && this.programs.every((p) => fs.existsSync(this.pins.link(p))),
+      pinned: (Object.keys(MAPS) as PinnedMap[]).every((m) => fs.existsSync(this.pins.map(m))),
+      managed: this.fds ? bpf.mapCount(this.fds.managed, 4) : 0,
+    };
+    if (this.reason !== undefined) status.reason = this.reason;
+    return status;
+  }
+
+  private maps(): MapFds {
+    if (!this.fds) throw new Error(`userns policy unavailable: ${this.reason ?? 'closed'}`);
+    return this.fds;
+  }
+
+  /** Subjects the user namespace (nsfs inode number) and its descendants to the write policy. */
+  manage(usernsInode: number): void {
+    const key = u32(validInode(usernsInode));
+    bpf.mapUpdate(this.maps().managed, key, u32(1));
+  }
+
+  unmanage(usernsInode: number): void {
+    const key = u32(validInode(usernsInode));
+    const fds = this.maps();
+    bpf.mapDelete(fds.managed, key);
+    bpf.mapDelete(fds.setgroups, key);
+  }
+
+  /** Members of this namespace (and descendants up to the next managed one) may not setgroups(). */
+  denySetgroups(usernsInode: number): void {
+    const key = u32(validInode(usernsInode));
+    bpf.mapUpdate(this.maps().setgroups, key, u32(1));
+  }
+
+  private startConsumer(): void {
+    if (this.consumer) return;
+    const consumer = bpf.ringBuffer(this.maps().ringbuf, (data) => {
+      if (data.length < DEATH_RECORD_SIZE) return;
+      const ev: NamespaceDeath = { inode: data.readUInt32LE(0) };
+      if (data.readUInt32LE(4) !== 0) ev.nsId = data.readBigUInt64LE(8);
+      for (const l of this.listeners) l(ev);
+    });
+    this.consumer = consumer;
+    this.poller = new native.Poller(consumer.epollFd, () => consumer.consume());
+    this.poller.start(POLL_READABLE);
+    // Records that arrived while nobody listened (e.g. between daemon generations).
+    consumer.consume();
+  }
+
+  /**
+   * Deaths of managed namespaces, as the kernel reports them (the kernel has already removed
+   * them from the maps). Readiness comes from uv_poll on libbpf's epoll fd: never blocks.
+   */
+  async *deaths(): AsyncIterable<NamespaceDeath> {
+    const queue: Array<NamespaceDeath | null> = [];
+    let wake: (() => void) | null = null;
+    const listener = (ev: NamespaceDeath | null): void => {
+      queue.push(ev);
+      wake?.();
+    };
+    this.listeners.add(listener);
+    try {
+      this.startConsumer();
+      for (;;) {
+        while (queue.length === 0) await new Promise<void>((r) => (wake = r));
+        wake = null;
+        const ev = queue.shift();
+        if (!ev) return;
+        yield ev;
+      }
+    } finally {
+      this.listeners.delete(listener);
+    }
+  }
+
+  /** Stops consuming and closes the map fds; the pins (and so the policy) stay. */
+  close(): void {
+    this.poller?.stop();
+    this.poller?.close();
+    this.poller = null;
+    this.consumer?.free();
+    this.consumer = null;
+    for (const l of this.listeners) l(null);
+    if (this.fds) {
+      for (const fd of [this.fds.managed, this.fds.setgroups, this.fds.ringbuf]) fs.closeSync(fd);
+      this.fds = null;
+    }
+  }
+}

@@ -1,0 +1,503 @@
+// SPDX-License-Identifier: MIT
+/*
+ * BPF-LSM write policy for managed user namespaces (anchors §3.3, plus ACL and file-capability
+ * hooks that upstream leaves open, §3.4).
+ *
+ * A managed namespace holds a *transient* id range that will be handed to someone else after
+ * it dies. It must not leave inodes, ACL entries or v3 file-capability root ids naming those
+ * ids on any file system that outlives it. File systems owned by the namespace (or a
+ * descendant) die with it and are always writable; writes through an idmapped mount that maps
+ * the transient ids to non-transient on-disk ids are fine by construction.
+ *
+ * Everything here is fail-closed: an unreadable structure or an over-long chain denies.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#define EPERM 1
+#define INVALID_ID 0xffffffffU
+/* Longest user namespace chain the kernel allows is 32; walk a little further, then deny. */
+#define MAX_NS_DEPTH 34
+#define UID_GID_MAP_MAX_BASE_EXTENTS 5
+#define UID_GID_MAP_MAX_EXTENTS 340
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+#define VFS_CAP_REVISION_MASK 0xff000000U
+#define VFS_CAP_REVISION_3 0x03000000U
+#define ACL_USER 0x02
+#define ACL_GROUP 0x08
+#define MAX_ACL_ENTRIES 32
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Managed user namespaces, keyed by nsfs inode (ns.inum). max_entries is set by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} userns_managed SEC(".maps");
+
+/* Managed namespaces whose members may not call setgroups(). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} userns_setgroups_deny SEC(".maps");
+
+struct userns_death {
+	__u32 inode;
+	__u32 has_id;
+	__u64 ns_id;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16384 * sizeof(struct userns_death));
+} userns_ringbuf SEC(".maps");
+
+/* Identifies the policy build that owns the pins (written by the loader, never read here). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u8[32]);
+} userns_meta SEC(".maps");
+
+static __always_inline bool id_transient(__u32 id)
+{
+	return (id >= 61184 && id <= 65519) || (id >= 524288 && id <= 1879048191);
+}
+
+static __always_inline bool range_hits_transient(__u32 first, __u32 count)
+{
+	__u64 last = (__u64)first + count - 1;
+
+	if (count == 0)
+		return false;
+	return !(last < 61184 || first > 65519) || !(last < 524288 || first > 1879048191);
+}
+
+static __always_inline __u32 ns_inum(const struct user_namespace *ns)
+{
+	return BPF_CORE_READ(ns, ns.inum);
+}
+
+static __always_inline bool ns_managed(const struct user_namespace *ns)
+{
+	__u32 inum = ns_inum(ns);
+
+	return bpf_map_lookup_elem(&userns_managed, &inum) != NULL;
+}
+
+/*
+ * Closest managed namespace at or above `ns`. Returns 0 with *out = NULL when there is none,
+ * -EPERM when the chain is longer than we walk.
+ */
+static __always_inline int closest_managed(struct user_namespace *ns, struct user_namespace **out)
+{
+	*out = NULL;
+	for (int i = 0; i < MAX_NS_DEPTH; i++) {
+		if (!ns)
+			return 0;
+		if (ns_managed(ns)) {
+			*out = ns;
+			return 0;
+		}
+		ns = BPF_CORE_READ(ns, parent);
+	}
+	return ns ? -EPERM : 0;
+}
+
+/* Is `ns` the namespace `ancestor` or one of its descendants? */
+static __always_inline bool ns_at_or_below(struct user_namespace *ns, const struct user_namespace *ancestor)
+{
+	for (int i = 0; i < MAX_NS_DEPTH; i++) {
+		if (!ns)
+			return false;
+		if (ns == ancestor)
+			return true;
+		ns = BPF_CORE_READ(ns, parent);
+	}
+	return false;
+}
+
+struct map_walk {
+	const struct uid_gid_extent *extents;
+	__u32 nr;
+	__u32 id;
+	bool up;
+	__u32 result;
+};
+
+static int map_walk_cb(__u32 i, struct map_walk *w)
+{
+	struct uid_gid_extent e;
+	__u32 from, to;
+
+	if (i >= w->nr)
+		return 1;
+	if (bpf_probe_read_kernel(&e, sizeof(e), &w->extents[i]))
+		return 1;
+	/* up: lower (kernel) id -> first (namespace) id; down: the reverse. */
+	from = w->up ? e.lower_first : e.first;
+	to = w->up ? e.first : e.lower_first;
+	if (w->id >= from && (__u64)w->id < (__u64)from + e.count) {
+		w->result = to + (w->id - from);
+		return 1;
+	}
+	return 0;
+}
+
+/* The kernel's map_id_up()/map_id_down() on a uid_gid_map; INVALID_ID when unmapped. */
+static __always_inline __u32 map_id(const struct uid_gid_map *map, __u32 id, bool up)
+{
+	struct map_walk w = { .id = id, .up = up, .result = INVALID_ID };
+
+	w.nr = BPF_CORE_READ(map, nr_extents);
+	if (w.nr <= UID_GID_MAP_MAX_BASE_EXTENTS)
+		w.extents = map->extent;
+	else
+		w.extents = BPF_CORE_READ(map, forward);
+	if (w.nr > UID_GID_MAP_MAX_EXTENTS)
+		return INVALID_ID;
+	bpf_loop(UID_GID_MAP_MAX_EXTENTS, map_walk_cb, &w, 0);
+	return w.result;
+}
+
+/* No extents in either map: the nop (or invalid) idmap, which passes ids through unchanged. */
+static __always_inline bool idmap_is_nop(const struct mnt_idmap *idmap)
+{
+	return BPF_CORE_READ(idmap, uid_map.nr_extents) == 0 && BPF_CORE_READ(idmap, gid_map.nr_extents) == 0;
+}
+
+/* from_vfsuid()/from_vfsgid(): the id that a file system owned by `fs_ns` will store. */
+static __always_inline __u32 on_disk_id(const struct mnt_idmap *idmap, struct user_namespace *fs_ns, __u32 id,
+					bool gid)
+{
+	if (!idmap_is_nop(idmap)) {
+		id = map_id(gid ? &idmap->gid_map : &idmap->uid_map, id, true);
+		if (id == INVALID_ID)
+			return INVALID_ID;
+	}
+	if (BPF_CORE_READ(fs_ns, level) == 0)
+		return id;
+	return map_id(gid ? &fs_ns->gid_map : &fs_ns->uid_map, id, false);
+}
+
+/*
+ * Shared prologue: should a write by the current task to a file system with user namespace
+ * `fs_ns` be checked at all? Returns 1 to check, 0 to allow, -EPERM to deny.
+ */
+static __always_inline int needs_check(struct user_namespace *fs_ns)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct user_namespace *managed;
+	const struct cred *cred;
+	int r;
+
+	cred = task->cred;
+	if (!cred)
+		return -EPERM;
+	r = closest_managed(BPF_CORE_READ(cred, user_ns), &managed);
+	if (r)
+		return r;
+	if (!managed)
+		return 0;
+	if (!fs_ns)
+		return -EPERM;
+	return ns_at_or_below(fs_ns, managed) ? 0 : 1;
+}
+
+/* Creation of a new inode in `dir`, owned by the caller's fsuid/fsgid (validate_mount). */
+static __always_inline int check_create(const struct path *dir)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	const struct cred *cred = task->cred;
+	struct user_namespace *fs_ns;
+	struct mnt_idmap *idmap;
+	__u32 fsuid, fsgid;
+	int r;
+
+	if (!cred)
+		return -EPERM;
+	fsuid = BPF_CORE_READ(cred, fsuid.val);
+	fsgid = BPF_CORE_READ(cred, fsgid.val);
+	if (!id_transient(fsuid) && !id_transient(fsgid))
+		return 0;
+	fs_ns = BPF_CORE_READ(dir, mnt, mnt_sb, s_user_ns);
+	r = needs_check(fs_ns);
+	if (r <= 0)
+		return r;
+	idmap = BPF_CORE_READ(dir, mnt, mnt_idmap);
+	if (!idmap)
+		return -EPERM;
+	fsuid = on_disk_id(idmap, fs_ns, fsuid, false);
+	fsgid = on_disk_id(idmap, fs_ns, fsgid, true);
+	return id_transient(fsuid) || id_transient(fsgid) ? -EPERM : 0;
+}
+
+SEC("lsm/path_mkdir")
+int BPF_PROG(userns_restrict_path_mkdir, const struct path *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	return ret ? ret : check_create(dir);
+}
+
+/* Also called by open(O_CREAT) through may_o_create(). */
+SEC("lsm/path_mknod")
+int BPF_PROG(userns_restrict_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode,
+	     unsigned int dev, int ret)
+{
+	return ret ? ret : check_create(dir);
+}
+
+SEC("lsm/path_symlink")
+int BPF_PROG(userns_restrict_path_symlink, const struct path *dir, struct dentry *dentry, const char *old_name,
+	     int ret)
+{
+	return ret ? ret : check_create(dir);
+}
+
+SEC("lsm/path_link")
+int BPF_PROG(userns_restrict_path_link, struct dentry *old_dentry, const struct path *new_dir,
+	     struct dentry *new_dentry, int ret)
+{
+	return ret ? ret : check_create(new_dir);
+}
+
+/*
+ * The kernel has already idmapped uid/gid to the ids the file system will store. They are
+ * kuid_t/kgid_t by value; BPF_PROG casts context slots, so take them as plain integers.
+ */
+SEC("lsm/path_chown")
+int BPF_PROG(userns_restrict_path_chown, const struct path *path, __u32 uid, __u32 gid, int ret)
+{
+	int r;
+
+	if (ret)
+		return ret;
+	r = needs_check(BPF_CORE_READ(path, mnt, mnt_sb, s_user_ns));
+	if (r <= 0)
+		return r;
+	return id_transient(uid) || id_transient(gid) ? -EPERM : 0;
+}
+
+struct acl_walk {
+	const struct posix_acl *acl;
+	__u32 count;
+	bool deny;
+};
+
+static int acl_walk_cb(__u32 i, struct acl_walk *w)
+{
+	struct posix_acl_entry e;
+
+	if (i >= w->count)
+		return 1;
+	if (bpf_probe_read_kernel(&e, sizeof(e), &w->acl->a_entries[i])) {
+		w->deny = true;
+		return 1;
+	}
+	if ((e.e_tag == ACL_USER || e.e_tag == ACL_GROUP) && id_transient(e.e_uid.val)) {
+		w->deny = true;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * POSIX ACLs (also what setxattr("system.posix_acl_*") turns into): vfs_set_acl() has already
+ * translated the entries to global kuids/kgids before this hook runs.
+ */
+SEC("lsm/inode_set_acl")
+int BPF_PROG(userns_restrict_inode_set_acl, struct mnt_idmap *idmap, struct dentry *dentry, const char *acl_name,
+	     struct posix_acl *kacl, int ret)
+{
+	struct acl_walk w = { .acl = kacl };
+	int r;
+
+	if (ret)
+		return ret;
+	if (!kacl)
+		return 0; /* removing an ACL stores nothing */
+	r = needs_check(BPF_CORE_READ(dentry, d_sb, s_user_ns));
+	if (r <= 0)
+		return r;
+	w.count = BPF_CORE_READ(kacl, a_count);
+	if (w.count > MAX_ACL_ENTRIES)
+		return -EPERM;
+	bpf_loop(MAX_ACL_ENTRIES, acl_walk_cb, &w, 0);
+	return w.deny ? -EPERM : 0;
+}
+
+/*
+ * security.capability: cap_convert_nscap() has already turned the value into what will be
+ * stored, so a v3 rootid here is relative to the file system's user namespace.
+ */
+SEC("lsm/inode_setxattr")
+int BPF_PROG(userns_restrict_inode_setxattr, struct mnt_idmap *idmap, struct dentry *dentry, const char *name,
+	     const void *value, size_t size, int flags, int ret)
+{
+	static const char caps[] = "security.capability";
+	struct vfs_ns_cap_data cap;
+	struct user_namespace *fs_ns;
+	char buf[sizeof(caps)];
+	__u32 rootid;
+	int r;
+
+	if (ret)
+		return ret;
+	if (bpf_probe_read_kernel_str(buf, sizeof(buf), name) != sizeof(caps))
+		return 0;
+	for (int i = 0; i < sizeof(caps); i++)
+		if (buf[i] != caps[i])
+			return 0;
+	fs_ns = BPF_CORE_READ(dentry, d_sb, s_user_ns);
+	r = needs_check(fs_ns);
+	if (r <= 0)
+		return r;
+	if (size < sizeof(cap))
+		return 0; /* v1/v2: no rootid, owned by the file system's root */
+	if (bpf_probe_read_kernel(&cap, sizeof(cap), value))
+		return -EPERM;
+	if ((cap.magic_etc & VFS_CAP_REVISION_MASK) != VFS_CAP_REVISION_3)
+		return 0;
+	rootid = cap.rootid;
+	if (BPF_CORE_READ(fs_ns, level) != 0)
+		rootid = map_id(&fs_ns->uid_map, rootid, false);
+	return id_transient(rootid) ? -EPERM : 0;
+}
+
+/* Does every extent of this idmap put on-disk ids outside the transient windows? */
+static __always_inline bool idmap_avoids_transient(const struct uid_gid_map *map)
+{
+	struct uid_gid_extent e;
+	__u32 nr = BPF_CORE_READ(map, nr_extents);
+
+	/* Idmaps with more than the inline extents are rare; treat them as unverifiable. */
+	if (nr == 0 || nr > UID_GID_MAP_MAX_BASE_EXTENTS)
+		return false;
+	for (int i = 0; i < UID_GID_MAP_MAX_BASE_EXTENTS; i++) {
+		if (i >= nr)
+			break;
+		if (bpf_probe_read_kernel(&e, sizeof(e), &map->extent[i]))
+			return false;
+		if (range_hits_transient(e.first, e.count))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * overlayfs writes the upper layer's inodes with vfs_create() and friends, which only hit
+ * inode-level hooks, so the upper layer is vetted when the overlay is mounted.
+ */
+SEC("lsm/sb_kern_mount")
+int BPF_PROG(userns_restrict_sb_kern_mount, const struct super_block *sb, int ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct user_namespace *managed, *upper_ns;
+	const struct cred *cred;
+	struct ovl_layer *layers;
+	struct vfsmount *upper;
+	struct mnt_idmap *idmap;
+	struct ovl_fs *ofs;
+	int r;
+
+	if (ret)
+		return ret;
+	if (BPF_CORE_READ(sb, s_magic) != OVERLAYFS_SUPER_MAGIC)
+		return 0;
+	cred = task->cred;
+	if (!cred)
+		return -EPERM;
+	r = closest_managed(BPF_CORE_READ(cred, user_ns), &managed);
+	if (r || !managed)
+		return r;
+	ofs = BPF_CORE_READ(sb, s_fs_info);
+	if (!ofs)
+		return -EPERM;
+	layers = BPF_CORE_READ(ofs, layers);
+	if (!layers)
+		return -EPERM;
+	upper = BPF_CORE_READ(layers, mnt);
+	if (!upper)
+		return 0; /* read-only overlay */
+	upper_ns = BPF_CORE_READ(upper, mnt_sb, s_user_ns);
+	if (ns_at_or_below(upper_ns, managed))
+		return 0;
+	if (!upper_ns || BPF_CORE_READ(upper_ns, level) != 0)
+		return -EPERM;
+	idmap = BPF_CORE_READ(upper, mnt_idmap);
+	if (!idmap || !idmap_avoids_transient(&idmap->uid_map) || !idmap_avoids_transient(&idmap->gid_map))
+		return -EPERM;
+	return 0;
+}
+
+SEC("lsm/task_fix_setgroups")
+int BPF_PROG(userns_restrict_task_fix_setgroups, struct cred *new, const struct cred *old, int ret)
+{
+	struct user_namespace *ns;
+	__u32 inum;
+
+	if (ret)
+		return ret;
+	ns = BPF_CORE_READ(new, user_ns);
+	for (int i = 0; i < MAX_NS_DEPTH; i++) {
+		if (!ns)
+			return 0;
+		inum = ns_inum(ns);
+		if (bpf_map_lookup_elem(&userns_setgroups_deny, &inum))
+			return -EPERM;
+		if (bpf_map_lookup_elem(&userns_managed, &inum))
+			return 0;
+		ns = BPF_CORE_READ(ns, parent);
+	}
+	return -EPERM;
+}
+
+/*
+ * Namespace death. free_user_ns() frees a whole chain of namespaces whose last reference went
+ * away in one call; retire_userns_sysctls() runs once per namespace of that chain.
+ */
+static __always_inline void report_death(struct user_namespace *ns)
+{
+	struct userns_death *ev;
+	__u32 inum = ns_inum(ns);
+
+	if (!bpf_map_lookup_elem(&userns_managed, &inum))
+		return;
+	/* The inode number is free for reuse from now on; a stale entry would restrict its next owner. */
+	bpf_map_delete_elem(&userns_managed, &inum);
+	bpf_map_delete_elem(&userns_setgroups_deny, &inum);
+	ev = bpf_ringbuf_reserve(&userns_ringbuf, sizeof(*ev), 0);
+	if (!ev)
+		return;
+	ev->inode = inum;
+	ev->has_id = 0;
+	ev->ns_id = 0;
+	if (bpf_core_field_exists(ns->ns.ns_id)) {
+		ev->ns_id = BPF_CORE_READ(ns, ns.ns_id);
+		ev->has_id = ev->ns_id != 0;
+	}
+	bpf_ringbuf_submit(ev, 0);
+}
+
+SEC("kprobe/retire_userns_sysctls")
+int BPF_KPROBE(userns_restrict_retire_userns_sysctls, struct user_namespace *ns)
+{
+	report_death(ns);
+	return 0;
+}
+
+/* Fallback for kernels without CONFIG_SYSCTL: only the first namespace of a chain is seen. */
+SEC("kprobe/free_user_ns")
+int BPF_KPROBE(userns_restrict_free_user_ns, struct work_struct *work)
+{
+	struct user_namespace *ns = container_of(work, struct user_namespace, work);
+
+	report_death(ns);
+	return 0;
+}

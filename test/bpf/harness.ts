@@ -1,0 +1,136 @@
+// Attack harness for the userns-restrict policy tests and bench: user namespaces mapped to a
+// transient range, commands run inside them, and the list of writes the policy must stop.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnInNewUserns, killAndWait } from '../sys/util.js';
+
+/** Start of a container-range (transient) window per namespace; each ns gets 65536 ids. */
+export const TRANSIENT_BASE = 524288 * 7;
+
+export interface TransientNs {
+  pid: number;
+  /** nsfs inode of the namespace (what the policy is keyed on). */
+  inode: number;
+  base: number;
+  child: ChildProcess;
+  kill(): Promise<void>;
+}
+
+function writeMaps(pid: number, uidMap: string, gidMap: string): void {
+  fs.writeFileSync(`/proc/${pid}/uid_map`, uidMap);
+  fs.writeFileSync(`/proc/${pid}/gid_map`, gidMap);
+}
+
+/** A user namespace whose ids 0..65535 are host ids base..base+65535 (held open by `sleep`). */
+export async function transientNs(base: number = TRANSIENT_BASE): Promise<TransientNs> {
+  const child = await spawnInNewUserns('unshare', ['--user', 'sleep', 'infinity']);
+  writeMaps(child.pid, `0 ${base} 65536\n`, `0 ${base} 65536\n`);
+  const inode = fs.statSync(`/proc/${child.pid}/ns/user`).ino;
+  return { pid: child.pid, inode, base, child, kill: () => killAndWait(child) };
+}
+
+/** A user namespace mapping `nsFirst..+count` to host ids `hostFirst..` (for idmapped mounts). */
+export async function mappingNs(nsFirst: number, hostFirst: number, count: number): Promise<TransientNs> {
+  const child = await spawnInNewUserns('unshare', ['--user', 'sleep', 'infinity']);
+  const map = `${nsFirst} ${hostFirst} ${count}\n`;
+  writeMaps(child.pid, map, map);
+  const inode = fs.statSync(`/proc/${child.pid}/ns/user`).ino;
+  return { pid: child.pid, inode, base: hostFirst, child, kill: () => killAndWait(child) };
+}
+
+export interface RunResult {
+  code: number;
+  stderr: string;
+}
+
+/** Runs `sh -c script` as root of the namespace of `pid` (host mount namespace). */
+export function inNs(pid: number, script: string): RunResult {
+  const r = spawnSync('nsenter', ['-t', String(pid), '-U', '--', 'sh', '-c', script], { encoding: 'utf8', timeout: 20_000 });
+  return { code: r.status ?? -1, stderr: (r.stderr ?? '').slice(0, 2000) };
+}
+
+/** Runs `sh -c script` as host root. */
+export function onHost(script: string): RunResult {
+  const r = spawnSync('sh', ['-c', script], { encoding: 'utf8', timeout: 20_000 });
+  return { code: r.status ?? -1, stderr: (r.stderr ?? '').slice(0, 2000) };
+}
+
+/**
+ * A scratch tree on the host root file system (init user namespace), prepared so that a
+ * namespace with ids at `base` could write everything if no policy stopped it.
+ */
+export interface Scratch {
+  dir: string;
+  /** World-writable sticky directory. */
+  host: string;
+  /** Regular file owned by the namespace's root (for setfacl/setcap/chown). */
+  owned: string;
+  /** World-readable+writable root-owned file (hard-link source, read checks). */
+  victim: string;
+  /** Overlay layers: lower (host), upper and work owned by namespace root, merged mountpoint. */
+  lower: string;
+  upper: string;
+  work: string;
+  merged: string;
+  cleanup(): void;
+}
+
+export function scratch(base: number): Scratch {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mg-bpf-'));
+  fs.chmodSync(dir, 0o755); // mkdtemp makes it 0700: the namespace could not even traverse it
+  const p = (n: string): string => path.join(dir, n);
+  fs.mkdirSync(p('host'), { mode: 0o1777 });
+  fs.chmodSync(p('host'), 0o1777);
+  fs.writeFileSync(p('host/owned'), 'x');
+  fs.chownSync(p('host/owned'), base, base);
+  fs.writeFileSync(p('host/victim'), 'victim');
+  fs.chmodSync(p('host/victim'), 0o666);
+  for (const d of ['lower', 'upper', 'work', 'merged']) fs.mkdirSync(p(d));
+  for (const d of ['upper', 'work', 'merged']) fs.chownSync(p(d), base, base);
+  return {
+    dir,
+    host: p('host'),
+    owned: p('host/owned'),
+    victim: p('host/victim'),
+    lower: p('lower'),
+    upper: p('upper'),
+    work: p('work'),
+    merged: p('merged'),
+    cleanup: () => {
+      spawnSync('umount', ['-R', '-l', p('merged')], { stdio: 'ignore' });
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface Attack {
+  name: string;
+  script(s: Scratch): string;
+}
+
+/** Writes that would leave transient ids on the host file system. */
+export const ATTACKS: Attack[] = [
+  { name: 'mkdir in a host directory', script: (s) => `mkdir ${s.host}/d` },
+  { name: 'mknod (fifo) in a host directory', script: (s) => `mknod ${s.host}/p p` },
+  { name: 'create a regular file (open O_CREAT)', script: (s) => `: > ${s.host}/f` },
+  { name: 'symlink in a host directory', script: (s) => `ln -s target ${s.host}/s` },
+  { name: 'hard link in a host directory', script: (s) => `ln ${s.victim} ${s.host}/h` },
+  { name: 'mkdir after unshare(CLONE_NEWNS)', script: (s) => `unshare -m mkdir ${s.host}/d2` },
+  { name: 'regular file after unshare(CLONE_NEWNS)', script: (s) => `unshare -m sh -c ': > ${s.host}/f2'` },
+  {
+    name: 'overlay mount with a host upper dir',
+    script: (s) => `unshare -m mount -t overlay overlay -o lowerdir=${s.lower},upperdir=${s.upper},workdir=${s.work} ${s.merged}`,
+  },
+  { name: 'setfacl naming a transient uid', script: (s) => `setfacl -m u:1000:rwx ${s.owned}` },
+  { name: 'setcap with a transient v3 rootid', script: (s) => `setcap cap_net_raw+ep ${s.owned}` },
+  { name: 'chown to a transient id', script: (s) => `chown 1000:1000 ${s.owned}` },
+];
+
+/** The same writes on a tmpfs the namespace mounts itself (dies with it): all allowed. */
+export function tmpfsScript(s: Scratch): string {
+  const m = s.merged;
+  return `unshare -m sh -ec 'mount -t tmpfs t ${m}; mkdir ${m}/d; mknod ${m}/p p; : > ${m}/f; ln -s x ${m}/s; ln ${m}/f ${m}/h; setfacl -m u:1000:rwx ${m}/f; setcap cap_net_raw+ep ${m}/f; chown 1000:1000 ${m}/f'`;
+}
