@@ -6,7 +6,7 @@ import { parseInterface } from '../ipc/idl.js';
 import { VarlinkServer } from '../ipc/server.js';
 import { createLogger } from '../log.js';
 import { sdNotify } from '../sys/notify.js';
-import { MOUNT_FILE_SYSTEM_IDL } from './interface.js';
+import { MNTFSD_STATUS_IDL, MOUNT_FILE_SYSTEM_IDL } from './interface.js';
 import { MountCache } from './mount-cache.js';
 import { mountImageHandler } from './mount-image.js';
 import { DEFAULT_VERITY_CERT_DIRECTORIES } from './signature.js';
@@ -56,6 +56,7 @@ async function registerWithUserdbd(socket: string, usernsFd: number, mountFd: nu
 export function startMntfsd(opts: MntfsdOptions = {}): Mntfsd {
   const log = createLogger('mntfsd');
   const cache = new MountCache(opts.cacheSize);
+  const counters = { mountsHandedOut: 0 };
   const userdbd = opts.userdbd === undefined ? USERDBD_SOCKET : opts.userdbd;
   const idleMs = opts.idleExitSeconds ? opts.idleExitSeconds * 1000 : undefined;
   const server: VarlinkServer = new VarlinkServer({
@@ -76,8 +77,22 @@ export function startMntfsd(opts: MntfsdOptions = {}): Mntfsd {
         certificateDirectories: opts.certificateDirectories ?? DEFAULT_VERITY_CERT_DIRECTORIES,
         trustedDirectories: opts.trustedDirectories ?? [],
         cache,
+        counters,
         registerMount: userdbd === null ? undefined : (usernsFd, mountFd) => registerWithUserdbd(userdbd, usernsFd, mountFd),
         log,
+      }),
+    },
+  });
+  server.addService({
+    iface: parseInterface(MNTFSD_STATUS_IDL),
+    handlers: {
+      GetStatus: async () => ({
+        parameters: {
+          cachedImages: cache.list().map((c) => ({ rootHash: c.key, fileSystemType: c.fileSystemType })),
+          cacheHits: cache.stats.hits,
+          verifications: cache.stats.misses,
+          mountsHandedOut: counters.mountsHandedOut,
+        },
       }),
     },
   });

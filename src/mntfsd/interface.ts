@@ -100,3 +100,24 @@ error VerityFailure()
 # The image fd was opened with flags that are not allowed.
 error BadFileDescriptorFlags(parameter: string)
 `;
+
+// mountgate's own introspection, used by `mountgate status`.
+export const MNTFSD_STATUS_IDL = `# What mntfsd holds: verified images and the mounts it handed out.
+interface io.mountgate.Mntfsd
+
+type CachedImage (
+  # Verity root hash of the verified partition (hex).
+  rootHash: string,
+  fileSystemType: string
+)
+
+method GetStatus() -> (
+  cachedImages: []CachedImage,
+  # MountImage partitions served without verifying again.
+  cacheHits: int,
+  # Partitions verified and copied into private storage.
+  verifications: int,
+  # Mount fds handed out since start.
+  mountsHandedOut: int
+)
+`;

@@ -22,6 +22,11 @@ export class MountCache {
     return this.entries.size;
   }
 
+  /** Root hash and file system of every cached image, least recently used first. */
+  list(): Array<{ key: string; fileSystemType: string }> {
+    return [...this.entries].map(([key, m]) => ({ key, fileSystemType: m.fileSystemType }));
+  }
+
   has(key: string): boolean {
     return this.entries.has(key);
   }

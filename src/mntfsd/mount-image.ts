@@ -23,6 +23,8 @@ export interface MountImageConfig {
   /** Registers returned mounts with userdbd; undefined when no userdbd is configured. */
   registerMount?: (usernsFd: number, mountFd: number) => Promise<void>;
   log: Logger;
+  /** Counts mount fds handed out (for GetStatus). */
+  counters: { mountsHandedOut: number };
 }
 
 // Flags a caller's image fd may carry besides its access mode (systemd: fd_verify_safe_flags).
@@ -108,6 +110,7 @@ export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unk
       const image = dissectImage(imageFd);
       const selected = selectPartitions(image, policy);
       const mounts = await mountSelected(cfg, imageFd, selected, readOnly, usernsFd, ctx);
+      cfg.counters.mountsHandedOut += mounts.length;
       return {
         parameters: {
           partitions: mounts.map((m, i) => ({
