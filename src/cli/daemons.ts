@@ -1,6 +1,10 @@
 // `mountgate mntfsd` and `mountgate userdbd`: parse options, start the daemon, stop on signals.
 import { parseArgs } from 'node:util';
+import { DEFAULT_PIN_DIR, UsernsPolicy } from '../bpf/policy.js';
+import { createLogger } from '../log.js';
 import { MNTFSD_SOCKET, startMntfsd, USERDBD_SOCKET } from '../mntfsd/daemon.js';
+import { DEFAULT_STATE_DIR, DEFAULT_USERDB_LINK, startUserdbd, type NamespacePolicy } from '../userdbd/daemon.js';
+import { UnenforcedPolicy } from '../userdbd/unenforced-policy.js';
 
 export const MNTFSD_USAGE = `Usage: mountgate mntfsd [OPTIONS]
 
@@ -18,6 +22,89 @@ Options:
   --idle-exit SECONDS  exit after this long without connections
   -h, --help           show this text
 `;
+
+export const USERDBD_USAGE = `Usage: mountgate userdbd [OPTIONS]
+
+Serve io.systemd.NamespaceResource and io.systemd.UserDatabase: hand transient 64K UID/GID
+ranges to user namespaces that callers pass in, and free them when the namespaces die.
+Uses the socket passed by systemd (LISTEN_FDS) when started by socket activation.
+
+Options:
+  --listen PATH            socket path (default ${USERDBD_SOCKET})
+  --state-dir DIR          registry location (default ${DEFAULT_STATE_DIR})
+  --userdb-link PATH|none  symlink for userdb clients (default ${DEFAULT_USERDB_LINK}
+                           when listening on the default path)
+  --bpf-pin-dir DIR        where the BPF policy is pinned (default ${DEFAULT_PIN_DIR})
+  --allow-without-policy   allocate even if the BPF policy cannot be enforced (kernels that
+                           refuse BPF-LSM programs). UNSAFE: a namespace can then leave files
+                           owned by its transient ids, which the next holder of the range
+                           inherits. Without it such kernels get UserNamespaceInterfaceNotSupported.
+  --idle-exit SECONDS      exit after this long without connections
+  -h, --help               show this text
+`;
+
+/** The BPF policy, or what stands in for it when the kernel refuses it. */
+function loadPolicy(pinDir: string, allowWithout: boolean): NamespacePolicy | undefined {
+  const log = createLogger('userdbd');
+  const lsm = UsernsPolicy.lsmAvailable();
+  let reason = "'bpf' is not an active LSM (/sys/kernel/security/lsm)";
+  if (lsm) {
+    const policy = UsernsPolicy.install({ pinDir });
+    const st = policy.status();
+    if (st.attached) return policy;
+    policy.close();
+    reason = st.reason ?? 'the BPF policy did not attach';
+  }
+  if (!allowWithout) {
+    log.error({ reason }, 'BPF policy unavailable: user namespace allocation is disabled');
+    return undefined;
+  }
+  log.warn({ reason }, 'running WITHOUT the BPF write policy (--allow-without-policy)');
+  return new UnenforcedPolicy(lsm, reason);
+}
+
+export async function userdbdCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      listen: { type: 'string' },
+      'state-dir': { type: 'string' },
+      'userdb-link': { type: 'string' },
+      'bpf-pin-dir': { type: 'string' },
+      'allow-without-policy': { type: 'boolean' },
+      'idle-exit': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(USERDBD_USAGE);
+    return 0;
+  }
+  const idle = parseIdle(values['idle-exit'], 'userdbd', USERDBD_USAGE);
+  if (idle === null) return 2;
+  const policy = loadPolicy(values['bpf-pin-dir'] ?? DEFAULT_PIN_DIR, values['allow-without-policy'] === true);
+  const daemon = await startUserdbd({
+    listen: values.listen,
+    stateDir: values['state-dir'],
+    userdbLink: values['userdb-link'] === 'none' ? null : values['userdb-link'],
+    idleExitSeconds: idle,
+    policy,
+    allowWithoutPolicy: values['allow-without-policy'] === true,
+  });
+  stopOnSignals(() => void daemon.close());
+  // Closing the policy stops reading death events; the pins keep enforcing it.
+  void daemon.done.then(() => policy?.close());
+  return -1;
+}
+
+/** undefined: not given; null: invalid (usage printed). */
+function parseIdle(value: string | undefined, cmd: string, usage: string): number | undefined | null {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (n > 0) return n;
+  process.stderr.write(`mountgate ${cmd}: --idle-exit must be a positive number\n${usage}`);
+  return null;
+}
 
 function stopOnSignals(stop: () => void): void {
   process.once('SIGTERM', stop);
@@ -41,11 +128,8 @@ export async function mntfsdCommand(args: string[]): Promise<number> {
     process.stdout.write(MNTFSD_USAGE);
     return 0;
   }
-  const idle = values['idle-exit'] === undefined ? undefined : Number(values['idle-exit']);
-  if (idle !== undefined && !(idle > 0)) {
-    process.stderr.write(`mountgate mntfsd: --idle-exit must be a positive number\n${MNTFSD_USAGE}`);
-    return 2;
-  }
+  const idle = parseIdle(values['idle-exit'], 'mntfsd', MNTFSD_USAGE);
+  if (idle === null) return 2;
   const daemon = startMntfsd({
     listen: values.listen,
     userdbd: values.userdbd === 'none' ? null : values.userdbd,

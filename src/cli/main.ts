@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 // The `mountgate` command: dispatches to one module per subcommand.
 import { buildCommand } from './build.js';
-import { mntfsdCommand } from './daemons.js';
+import { mntfsdCommand, userdbdCommand } from './daemons.js';
 import { runCommand } from './run.js';
 
 type Command = (args: string[]) => Promise<number>;
 
 const COMMANDS: Record<string, { run: Command; summary: string }> = {
+  userdbd: { run: userdbdCommand, summary: 'run the user namespace range daemon (io.systemd.NamespaceResource)' },
   mntfsd: { run: mntfsdCommand, summary: 'run the image mount daemon (io.systemd.MountFileSystem)' },
   run: { run: runCommand, summary: 'run a command inside a signed image as root of a transient user namespace' },
   build: { run: buildCommand, summary: 'make a signed disk image (erofs + verity + signature) from a directory' },

@@ -46,7 +46,8 @@ export function systemError(err: ErrnoLike | string): VarlinkError {
   return new VarlinkError(ERR.System, { origin: 'linux', errnoName: name, errno: num });
 }
 
-const errnoTable: Record<string, number> = constants.errno as Record<string, number>;
+// Linux errnos systemd uses that Node's os.constants.errno does not list.
+const errnoTable: Record<string, number> = { EUSERS: 87, ENOTUNIQ: 76, ENOPKG: 65, ENOKEY: 126, ERFKILL: 132, EUCLEAN: 117, ...constants.errno };
 
 function errnoNumber(name: string): number {
   return errnoTable[name] ?? errnoTable.EIO;

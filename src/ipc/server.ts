@@ -110,7 +110,7 @@ interface ConnState {
 
 export class VarlinkServer {
   private readonly services = new Map<string, Service>();
-  private readonly listeners: Array<{ fd: number; poller: Poller; path?: string }> = [];
+  private readonly listeners: Array<{ fd: number; poller: Poller; path?: string; ino?: number }> = [];
   private readonly conns = new Set<ConnState>();
   private readonly perUid = new Map<number, number>();
   private idleTimer: NodeJS.Timeout | undefined;
@@ -169,6 +169,7 @@ export class VarlinkServer {
     const fd = native.listen(socketPath, 4096);
     fs.chmodSync(socketPath, 0o666);
     this.addListener(fd, socketPath);
+    this.listeners[this.listeners.length - 1]!.ino = fs.statSync(socketPath).ino;
   }
 
   /** Adopts sockets passed by systemd socket activation ($LISTEN_FDS); returns how many. */
@@ -198,7 +199,8 @@ export class VarlinkServer {
     for (const l of this.listeners) {
       l.poller.close();
       closeQuietly(l.fd);
-      if (l.path) fs.rmSync(l.path, { force: true });
+      // Only our own socket file: a newer daemon may already listen on the same path.
+      if (l.path && l.ino !== undefined && statIno(l.path) === l.ino) fs.rmSync(l.path, { force: true });
     }
     this.listeners.length = 0;
     for (const c of [...this.conns]) c.conn.close();
@@ -353,5 +355,13 @@ export class VarlinkServer {
       },
     };
     return handler(call.parameters, ctx);
+  }
+}
+
+function statIno(p: string): number | undefined {
+  try {
+    return fs.lstatSync(p).ino;
+  } catch {
+    return undefined;
   }
 }

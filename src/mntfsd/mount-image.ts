@@ -44,7 +44,7 @@ interface Selected {
 }
 
 /** What to mount and with which protection; throws DeniedByImagePolicy. */
-function selectPartitions(image: DissectedImage, policy: ImagePolicy): Selected[] {
+export function selectPartitions(image: DissectedImage, policy: ImagePolicy): Selected[] {
   const selected: Selected[] = [];
   const seen = new Set<string>();
   for (const partition of image.partitions) {
@@ -217,7 +217,7 @@ async function mountVerified(
   return { fd: cloneForCaller(mount.baseMountFd, usernsFd, true), fileSystemType: mount.fileSystemType };
 }
 
-function toVarlinkError(err: unknown): Error {
+export function toVarlinkError(err: unknown): Error {
   if (err instanceof VarlinkError) return err;
   if (isMountFsError(err)) return err.toVarlink();
   if (err instanceof VeritySignatureError) return err.toVarlinkError();

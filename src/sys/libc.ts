@@ -11,6 +11,7 @@ export type VarArgs = Array<string | number | bigint | Buffer | null>;
 export const NR = {
   memfd_create: 319,
   setns: 308,
+  open_by_handle_at: 304,
   pidfd_send_signal: 424,
   open_tree: 428,
   move_mount: 429,

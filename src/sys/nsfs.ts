@@ -80,3 +80,34 @@ export function userNamespaceInfo(fd: number): UserNamespaceInfo {
   }
   return info;
 }
+
+/** Magic dirfd meaning "the nsfs root" for open_by_handle_at (include/uapi/linux/fcntl.h). */
+const FD_NSFS_ROOT = -10003;
+const FILEID_NSFS = 0xf1;
+
+export type Liveness = 'alive' | 'dead' | 'unknown';
+
+/**
+ * Is a user namespace still alive, knowing only its inode and NS_GET_ID, without holding an fd
+ * (which would keep it alive)? Since Linux 6.18 nsfs supports file handles: open_by_handle_at()
+ * on {ns_id, CLONE_NEWUSER, inode} opens the namespace if it exists and fails with ESTALE once
+ * it is gone. A recycled inode has a different ns_id, so it never looks alive.
+ */
+export function userNamespaceLiveness(nsId: string, inode: number): Liveness {
+  if (!nsId) return 'unknown';
+  // struct file_handle { u32 handle_bytes; int handle_type; struct nsfs_file_handle { u64 ns_id; u32 ns_type; u32 ns_inum; } }
+  const fh = Buffer.alloc(24);
+  fh.writeUInt32LE(16, 0);
+  fh.writeInt32LE(FILEID_NSFS, 4);
+  fh.writeBigUInt64LE(BigInt(nsId), 8);
+  fh.writeUInt32LE(CLONE_NEWUSER, 16);
+  fh.writeUInt32LE(inode >>> 0, 20);
+  try {
+    const fd = check(syscall(NR.open_by_handle_at, 'int', FD_NSFS_ROOT, 'void *', fh, 'int', 0 /* O_RDONLY */), 'open_by_handle_at');
+    fs.closeSync(fd);
+    return 'alive';
+  } catch (e) {
+    if (e instanceof SysError && e.code === 'ESTALE') return 'dead';
+    return 'unknown'; // older kernel or no permission: never reap what is not provably dead
+  }
+}

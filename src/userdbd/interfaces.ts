@@ -1,0 +1,142 @@
+// IDL text of the two interfaces userdbd serves (embedded so tsc output needs no extra files).
+// Wire-compatible with systemd's io.systemd.NamespaceResource and io.systemd.UserDatabase.
+
+export const NAMESPACE_RESOURCE_IDL = `# Allocates transient UID/GID ranges for user namespaces handed in by clients.
+interface io.systemd.NamespaceResource
+
+# Allocate a transient UID/GID range for an empty user namespace (uid_map/gid_map not yet
+# written). The namespace must be owned by the caller. No UIDs are returned: read them off the
+# namespace.
+method AllocateUserRange(
+  name: string,
+  mangleName: ?bool,
+  size: int,
+  target: ?int,
+  userNamespaceFileDescriptor: int,
+  delegateContainerRanges: ?int,
+  type: ?string,
+  mapForeign: ?bool,
+  allowInteractiveAuthentication: ?bool
+) -> (
+  name: ?string
+)
+
+# Register an already initialized user namespace (no range is allocated).
+method RegisterUserNamespace(
+  name: string,
+  mangleName: ?bool,
+  userNamespaceFileDescriptor: int,
+  allowInteractiveAuthentication: ?bool
+) -> (
+  name: ?string
+)
+
+# Allowlist a mount for a registered user namespace (root only).
+method AddMountToUserNamespace(
+  userNamespaceFileDescriptor: int,
+  mountFileDescriptor: int,
+  allowInteractiveAuthentication: ?bool
+) -> ()
+
+# Hand a cgroup subtree to the root user of a registered user namespace with a range.
+method AddControlGroupToUserNamespace(
+  userNamespaceFileDescriptor: int,
+  controlGroupFileDescriptor: int,
+  allowInteractiveAuthentication: ?bool
+) -> ()
+
+# Create a veth pair or tap device for a user namespace.
+method AddNetworkToUserNamespace(
+  userNamespaceFileDescriptor: int,
+  networkNamespaceFileDescriptor: ?int,
+  namespaceInterfaceName: ?string,
+  mode: string,
+  allowInteractiveAuthentication: ?bool
+) -> (
+  hostInterfaceName: string,
+  namespaceInterfaceName: ?string,
+  interfaceFileDescriptor: ?int
+)
+
+# The BPF LSM policy is not available, user namespace allocation is disabled.
+error UserNamespaceInterfaceNotSupported ()
+
+# The namespace name is already taken.
+error NameExists ()
+
+# The user namespace is already registered.
+error UserNamespaceExists ()
+
+# The requested range is not mapped in the parent user namespace.
+error DynamicRangeUnavailable ()
+
+# No free range is left.
+error NoDynamicRange ()
+
+# The user namespace is not registered.
+error UserNamespaceNotRegistered ()
+
+# The user namespace has no transient range.
+error UserNamespaceWithoutUserRange ()
+
+# Too many control groups were added to the user namespace.
+error TooManyControlGroups ()
+
+# The control group was already added.
+error ControlGroupAlreadyAdded ()
+
+# Too many network interfaces were added to the user namespace.
+error TooManyNetworkInterfaces ()
+
+# Too many container ranges were requested for delegation.
+error TooManyDelegations ()
+`;
+
+export const USER_DATABASE_IDL = `# User and group records (JSON User/Group Records).
+interface io.systemd.UserDatabase
+
+# Look up a user record by UID and/or name.
+method GetUserRecord(
+  uid: ?int,
+  userName: ?string,
+  fuzzyNames: ?[]string,
+  dispositionMask: ?[]string,
+  uidMin: ?int,
+  uidMax: ?int,
+  service: string
+) -> (
+  record: object,
+  incomplete: ?bool
+)
+
+# Look up a group record by GID and/or name.
+method GetGroupRecord(
+  gid: ?int,
+  groupName: ?string,
+  fuzzyNames: ?[]string,
+  dispositionMask: ?[]string,
+  gidMin: ?int,
+  gidMax: ?int,
+  service: string
+) -> (
+  record: object,
+  incomplete: ?bool
+)
+
+# Look up user/group memberships.
+method GetMemberships(
+  userName: ?string,
+  groupName: ?string,
+  service: string
+) -> (
+  userName: string,
+  groupName: string
+)
+
+error NoRecordFound ()
+error BadService ()
+error ServiceNotAvailable ()
+error ConflictingRecordFound ()
+error EnumerationNotSupported ()
+error NonMatchingRecordFound ()
+`;

@@ -1,0 +1,451 @@
+// io.systemd.NamespaceResource (anchors §2): hands transient UID/GID ranges to empty user
+// namespaces passed in by their owners, registers initialized ones, and hands out cgroups.
+// The daemon never keeps a namespace fd past the call (that would keep it alive); it keeps the
+// inode and NS_GET_ID, learns deaths from the BPF policy and proves them with nsfs handles.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { CallContext, Handler, HandlerResult, Service } from '../ipc/server.js';
+import { VarlinkError, invalidParameter, permissionDenied, systemError } from '../ipc/errors.js';
+import { nsGetParent, userNamespaceInfo, userNamespaceLiveness, type UserNamespaceInfo } from '../sys/nsfs.js';
+import { fdFlags, statfsType } from '../sys/stat.js';
+import { joinUserNamespace, type UserNamespaceMember } from '../sys/nshelper.js';
+import { NAMESPACE_RESOURCE_IDL } from './interfaces.js';
+import { parseInterface } from '../ipc/idl.js';
+import { nameHash, namespaceName } from './naming.js';
+import { CONTAINER_SIZE, HostIds, pickRange, type IdRange } from './range-allocator.js';
+import type { NamespaceRecord, Registry } from './registry.js';
+import { writeMaps, type MapLine } from './map-writer.js';
+
+export interface PolicyStatus {
+  lsm: boolean;
+  attached: boolean;
+  pinned: boolean;
+  managed: number;
+  reason?: string;
+}
+
+export interface NamespaceDeath {
+  inode: number;
+  nsId?: bigint;
+}
+
+/** What the daemon needs from the BPF policy (src/bpf/policy.ts UsernsPolicy satisfies it). */
+export interface NamespacePolicy {
+  status(): PolicyStatus;
+  manage(usernsInode: number): void;
+  unmanage(usernsInode: number): void;
+  denySetgroups(usernsInode: number): void;
+  deaths(): AsyncIterable<NamespaceDeath>;
+  close(): void;
+}
+
+const IFACE = 'io.systemd.NamespaceResource';
+export const NR_ERR = {
+  NotSupported: `${IFACE}.UserNamespaceInterfaceNotSupported`,
+  NameExists: `${IFACE}.NameExists`,
+  UserNamespaceExists: `${IFACE}.UserNamespaceExists`,
+  DynamicRangeUnavailable: `${IFACE}.DynamicRangeUnavailable`,
+  NoDynamicRange: `${IFACE}.NoDynamicRange`,
+  NotRegistered: `${IFACE}.UserNamespaceNotRegistered`,
+  WithoutUserRange: `${IFACE}.UserNamespaceWithoutUserRange`,
+  TooManyControlGroups: `${IFACE}.TooManyControlGroups`,
+  ControlGroupAlreadyAdded: `${IFACE}.ControlGroupAlreadyAdded`,
+  TooManyDelegations: `${IFACE}.TooManyDelegations`,
+} as const;
+
+export const USERNS_PER_UID = 256;
+export const MAX_DELEGATIONS = 16;
+/** Upstream checks `> 16`, so 17 fit; we keep the documented 16. */
+export const MAX_CGROUPS = 16;
+const UID_INVALID = 0xffffffff;
+const CGROUP2_SUPER_MAGIC = 0x63677270;
+const CGROUP_ROOT = '/sys/fs/cgroup';
+/** Everything the daemon's own namespace maps (a direct child may get any free range). */
+const WHOLE_ID_SPACE: IdRange[] = [{ start: 0, size: UID_INVALID }];
+
+export interface NamespaceResourceOptions {
+  registry: Registry;
+  policy?: NamespacePolicy;
+  /** Allocate even though the policy is not enforcing (--allow-without-policy). */
+  allowWithoutPolicy?: boolean;
+  hostIds?: HostIds;
+}
+
+const fail = (name: string): VarlinkError => new VarlinkError(name);
+
+/** The validated namespace of a call, with its parent (null when that is the daemon's own). */
+interface Target {
+  info: UserNamespaceInfo & { nsId: string };
+  parent: { inode: number; fd: number; record?: NamespaceRecord } | null;
+}
+
+export class NamespaceResource {
+  private readonly registry: Registry;
+  private readonly policy: NamespacePolicy | undefined;
+  private readonly hostIds: HostIds;
+  private readonly ownUserns = fs.statSync('/proc/self/ns/user').ino;
+  private readonly policyActive: boolean;
+
+  constructor(opts: NamespaceResourceOptions) {
+    this.registry = opts.registry;
+    this.policy = opts.policy;
+    this.hostIds = opts.hostIds ?? new HostIds();
+    // Checked once: status() counts the managed map, too slow for every call.
+    const st = opts.policy?.status();
+    this.policyActive = st !== undefined && ((st.lsm && st.attached) || opts.allowWithoutPolicy === true);
+  }
+
+  service(): Service {
+    const h = (fn: (p: Record<string, unknown>, ctx: CallContext) => Promise<Record<string, unknown>>): Handler => {
+      return async (p, ctx): Promise<HandlerResult> => ({ parameters: await fn(p, ctx) });
+    };
+    return {
+      iface: parseInterface(NAMESPACE_RESOURCE_IDL),
+      handlers: {
+        AllocateUserRange: h((p, ctx) => this.allocate(p, ctx)),
+        RegisterUserNamespace: h((p, ctx) => this.register(p, ctx)),
+        AddMountToUserNamespace: h((p, ctx) => this.addMount(p, ctx)),
+        AddControlGroupToUserNamespace: h((p, ctx) => this.addControlGroup(p, ctx)),
+        // AddNetworkToUserNamespace: not implemented yet (the server answers MethodNotImplemented).
+      },
+    };
+  }
+
+  /** Handles a death report: releases the namespace unless it is provably alive (then the
+   * report was about an older namespace with a recycled inode). */
+  async release(inode: number): Promise<boolean> {
+    return this.registry.exclusive(() => {
+      const rec = this.registry.byUserns(inode);
+      if (!rec || userNamespaceLiveness(rec.nsId, rec.userns) === 'alive') return false;
+      this.drop(rec);
+      return true;
+    });
+  }
+
+  /** Reaps every registered namespace that is dead (startup reconciliation, periodic sweep). */
+  async reapDead(): Promise<number> {
+    return this.registry.exclusive(() => {
+      let n = 0;
+      for (const rec of this.registry.all()) {
+        if (userNamespaceLiveness(rec.nsId, rec.userns) === 'dead') {
+          this.drop(rec);
+          n++;
+        }
+      }
+      return n;
+    });
+  }
+
+  /** Puts every registered namespace (back) under the policy, e.g. after a daemon restart. */
+  manageAll(): void {
+    for (const rec of this.registry.all()) this.policy?.manage(rec.userns);
+  }
+
+  private requirePolicy(): NamespacePolicy {
+    if (!this.policy || !this.policyActive) throw fail(NR_ERR.NotSupported);
+    return this.policy;
+  }
+
+  private async allocate(p: Record<string, unknown>, ctx: CallContext): Promise<Record<string, unknown>> {
+    const policy = this.requirePolicy();
+    const size = p.size as number;
+    if (size !== 1 && size !== CONTAINER_SIZE) throw invalidParameter('size');
+    const target = (p.target as number | undefined) ?? 0;
+    if (target < 0 || target + size > UID_INVALID) throw invalidParameter('target');
+    const delegations = (p.delegateContainerRanges as number | undefined) ?? 0;
+    if (delegations < 0) throw invalidParameter('delegateContainerRanges');
+    if (delegations > MAX_DELEGATIONS) throw fail(NR_ERR.TooManyDelegations);
+    if ((p.type ?? 'managed') !== 'managed') throw invalidParameter('type'); // "self" is not supported yet
+    if (p.mapForeign === true) throw invalidParameter('mapForeign');
+    const name = namespaceName(p.name as string, ctx.peer.uid, p.mangleName === true);
+    if (name === null) throw invalidParameter('name');
+
+    const fd = ctx.fd(p.userNamespaceFileDescriptor, 'userNamespaceFileDescriptor');
+    const member = await this.joinValidated(fd, ctx.peer.uid);
+    try {
+      // A registered namespace has its maps written: say so before complaining about the maps.
+      const known = this.registry.byUserns(this.inspect(fd).inode);
+      if (known && userNamespaceLiveness(known.nsId, known.userns) !== 'dead') throw fail(NR_ERR.UserNamespaceExists);
+      if (readMap(member.pid, 'uid_map') !== '' || readMap(member.pid, 'gid_map') !== '') {
+        throw invalidParameter('userNamespaceFileDescriptor');
+      }
+      const t = this.target(fd);
+      try {
+        const rec = await this.registry.exclusive(() => this.reserve(t, name, ctx.peer.uid, size, target, delegations));
+        try {
+          policy.manage(rec.userns); // before the maps: the namespace is never mapped without policy
+          const map = mapLines(rec);
+          await writeMaps(fd, member.pid, t.parent?.fd ?? null, map, map);
+        } catch (e) {
+          await this.registry.exclusive(() => this.drop(rec));
+          throw e;
+        }
+        return { name };
+      } finally {
+        if (t.parent) fs.closeSync(t.parent.fd);
+      }
+    } finally {
+      await member.release();
+    }
+  }
+
+  /** Picks the ranges and writes the record; runs under the registry lock. */
+  private reserve(t: Target, name: string, owner: number, size: number, target: number, delegations: number): NamespaceRecord {
+    const { info, parent } = t;
+    const existing = this.registry.byUserns(info.inode);
+    if (existing) {
+      if (!this.reapIfDead(existing)) throw fail(NR_ERR.UserNamespaceExists);
+    }
+    const sameName = this.registry.findName(name);
+    if (sameName && !this.reapIfDead(sameName)) throw fail(NR_ERR.NameExists);
+    this.enforceOwnerCap(owner);
+
+    let ranges: readonly IdRange[] = WHOLE_ID_SPACE;
+    if (parent) {
+      // Only what the parent got delegated is mapped 1:1 there and may be handed on.
+      if (!parent.record) throw fail(NR_ERR.DynamicRangeUnavailable);
+      ranges = parent.record.delegates;
+    }
+    const taken = new Set<number>();
+    const available = (start: number, sz: number): boolean => !taken.has(start) && this.isFree(start, sz, parent?.inode);
+    const pick = (sz: number, seed: number): number => {
+      const r = pickRange(ranges, sz, seed, (s) => available(s, sz));
+      if (!r.ok) throw fail(r.reason === 'unavailable' ? NR_ERR.DynamicRangeUnavailable : NR_ERR.NoDynamicRange);
+      taken.add(r.start);
+      return r.start;
+    };
+    const start = pick(size, nameHash(name));
+    const delegates = Array.from({ length: delegations }, (_, i) => {
+      const s = pick(CONTAINER_SIZE, nameHash(`${name}/${i}`));
+      const prev = parent ? this.registry.byUserns(parent.inode)?.delegates.find((d) => d.start === s) : undefined;
+      return { start: s, size: CONTAINER_SIZE, ancestors: parent && prev ? [...prev.ancestors, parent.inode] : [] };
+    });
+    const rec: NamespaceRecord = {
+      userns: info.inode,
+      nsId: info.nsId,
+      owner,
+      name,
+      size,
+      start,
+      target,
+      startGid: start,
+      targetGid: target,
+      ...(parent ? { parent: parent.inode } : {}),
+      cgroups: [],
+      delegates,
+    };
+    this.registry.put(rec);
+    return rec;
+  }
+
+  /** Is [start, start+size) free for a namespace whose parent is `parentInode` (undefined: ours)? */
+  private isFree(start: number, size: number, parentInode: number | undefined): boolean {
+    for (const other of [this.registry.findUidStart(start), this.registry.findGidStart(start)]) {
+      if (other && !this.reapIfDead(other)) return false;
+    }
+    if (size === CONTAINER_SIZE) {
+      const holder = this.registry.delegationHolder(start);
+      if (holder !== parentInode) return false;
+    }
+    // Host users and groups only matter where the daemon's own IDs are handed out.
+    return parentInode !== undefined || !this.hostIds.overlaps(start, size);
+  }
+
+  private enforceOwnerCap(owner: number): void {
+    const owned = this.registry.ownedBy(owner);
+    if (owned.length < USERNS_PER_UID) return;
+    for (const inode of owned) {
+      const rec = this.registry.byUserns(inode);
+      if (rec) this.reapIfDead(rec);
+    }
+    if (this.registry.ownedBy(owner).length >= USERNS_PER_UID) throw systemError('EUSERS');
+  }
+
+  /** Drops a record whose namespace is provably dead; returns whether it did. */
+  private reapIfDead(rec: NamespaceRecord): boolean {
+    if (userNamespaceLiveness(rec.nsId, rec.userns) !== 'dead') return false;
+    this.drop(rec);
+    return true;
+  }
+
+  /** Forgets a namespace: registry record (delegations return to the previous holder), policy
+   * entry, delegated cgroups. Runs under the registry lock. */
+  private drop(rec: NamespaceRecord): void {
+    this.registry.remove(rec.userns);
+    try {
+      this.policy?.unmanage(rec.userns);
+    } catch {
+      // the kernel drops entries of dead namespaces itself
+    }
+    for (const cg of rec.cgroups) removeCgroup(cg);
+  }
+
+  private async register(p: Record<string, unknown>, ctx: CallContext): Promise<Record<string, unknown>> {
+    const policy = this.requirePolicy();
+    const name = namespaceName(p.name as string, ctx.peer.uid, p.mangleName === true);
+    if (name === null) throw invalidParameter('name');
+    const fd = ctx.fd(p.userNamespaceFileDescriptor, 'userNamespaceFileDescriptor');
+    const member = await this.joinValidated(fd, ctx.peer.uid);
+    let info: Target['info'];
+    try {
+      checkRegisterable(readMap(member.pid, 'uid_map'), readMap(member.pid, 'gid_map'), ctx.peer);
+      info = this.target(fd, false).info;
+    } finally {
+      await member.release();
+    }
+    await this.registry.exclusive(() => {
+      const existing = this.registry.byUserns(info.inode);
+      if (existing && !this.reapIfDead(existing)) throw fail(NR_ERR.UserNamespaceExists);
+      const sameName = this.registry.findName(name);
+      if (sameName && !this.reapIfDead(sameName)) throw fail(NR_ERR.NameExists);
+      this.enforceOwnerCap(ctx.peer.uid);
+      const rec: NamespaceRecord = { userns: info.inode, nsId: info.nsId, owner: ctx.peer.uid, name, size: 0, cgroups: [], delegates: [] };
+      this.registry.put(rec);
+      try {
+        policy.manage(rec.userns); // so that its death is reported
+      } catch (e) {
+        this.registry.remove(rec.userns);
+        throw e;
+      }
+    });
+    return { name };
+  }
+
+  private async addMount(p: Record<string, unknown>, ctx: CallContext): Promise<Record<string, unknown>> {
+    this.requirePolicy();
+    if (ctx.peer.uid !== 0) throw permissionDenied();
+    this.registeredRecord(ctx.fd(p.userNamespaceFileDescriptor, 'userNamespaceFileDescriptor'));
+    const mfd = ctx.fd(p.mountFileDescriptor, 'mountFileDescriptor');
+    if (!fs.fstatSync(mfd).isDirectory()) throw invalidParameter('mountFileDescriptor');
+    // The write policy is keyed on where bytes land, not on a mount allowlist: nothing to record.
+    return {};
+  }
+
+  private async addControlGroup(p: Record<string, unknown>, ctx: CallContext): Promise<Record<string, unknown>> {
+    this.requirePolicy();
+    const rec = this.registeredRecord(ctx.fd(p.userNamespaceFileDescriptor, 'userNamespaceFileDescriptor'));
+    if (rec.size === 0 || rec.start === undefined) throw fail(NR_ERR.WithoutUserRange);
+    const cfd = ctx.fd(p.controlGroupFileDescriptor, 'controlGroupFileDescriptor');
+    const st = fs.fstatSync(cfd);
+    if (!st.isDirectory() || statfsType(cfd) !== CGROUP2_SUPER_MAGIC) throw invalidParameter('controlGroupFileDescriptor');
+    const dir = fs.readlinkSync(`/proc/self/fd/${cfd}`);
+    if (!dir.startsWith(`${CGROUP_ROOT}/`)) throw invalidParameter('controlGroupFileDescriptor');
+    if (ctx.peer.uid !== 0 && (rec.owner !== ctx.peer.uid || st.uid !== ctx.peer.uid)) throw permissionDenied();
+    const uid = rec.start;
+    const gid = rec.startGid ?? rec.start;
+    await this.registry.exclusive(() => {
+      const cur = this.registry.byUserns(rec.userns);
+      if (!cur) throw fail(NR_ERR.NotRegistered);
+      if (cur.cgroups.includes(dir)) throw fail(NR_ERR.ControlGroupAlreadyAdded);
+      if (cur.cgroups.length >= MAX_CGROUPS) throw fail(NR_ERR.TooManyControlGroups);
+      fs.fchownSync(cfd, uid, gid);
+      fs.fchmodSync(cfd, 0o755);
+      for (const f of ['cgroup.procs', 'cgroup.subtree_control', 'cgroup.threads']) {
+        const file = `/proc/self/fd/${cfd}/${f}`;
+        fs.chownSync(file, uid, gid);
+        fs.chmodSync(file, 0o644);
+      }
+      this.registry.put({ ...cur, cgroups: [...cur.cgroups, dir] });
+    });
+    return {};
+  }
+
+  /** Checks the fd is a user namespace other than ours and, for non-root peers, theirs, then
+   * spawns the helper that joins it (needed to read and write its maps). */
+  private async joinValidated(fd: number, peerUid: number): Promise<UserNamespaceMember> {
+    const info = this.inspect(fd);
+    if (peerUid !== 0 && info.ownerUid !== peerUid) throw permissionDenied();
+    return joinUserNamespace(fd);
+  }
+
+  private inspect(fd: number): UserNamespaceInfo {
+    let info: UserNamespaceInfo;
+    try {
+      if (fdFlags(fd).path) throw invalidParameter('userNamespaceFileDescriptor');
+      info = userNamespaceInfo(fd);
+    } catch (e) {
+      if (e instanceof VarlinkError) throw e;
+      throw invalidParameter('userNamespaceFileDescriptor');
+    }
+    if (info.inode === this.ownUserns) throw invalidParameter('userNamespaceFileDescriptor');
+    return info;
+  }
+
+  private target(fd: number, withParent = true): Target {
+    const raw = this.inspect(fd);
+    const info = { ...raw, nsId: raw.id === undefined ? '' : raw.id.toString() };
+    if (!withParent) return { info, parent: null };
+    const pfd = nsGetParent(fd);
+    const pinode = fs.fstatSync(pfd).ino;
+    if (pinode === this.ownUserns) {
+      fs.closeSync(pfd);
+      return { info, parent: null };
+    }
+    let record = this.registry.byUserns(pinode);
+    if (record && record.nsId !== '' && record.nsId !== (this.inspect(pfd).id?.toString() ?? '')) record = undefined;
+    return { info, parent: { inode: pinode, fd: pfd, record } };
+  }
+
+  private registeredRecord(fd: number): NamespaceRecord {
+    const info = this.inspect(fd);
+    const rec = this.registry.byUserns(info.inode);
+    if (!rec || (rec.nsId !== '' && info.id !== undefined && rec.nsId !== info.id.toString())) throw fail(NR_ERR.NotRegistered);
+    return rec;
+  }
+}
+
+/** The map lines of an allocation: the transient range plus each delegated range 1:1. */
+function mapLines(rec: NamespaceRecord): MapLine[] {
+  return [
+    { inside: rec.target ?? 0, outside: rec.start ?? 0, count: rec.size },
+    ...rec.delegates.map((d) => ({ inside: d.start, outside: d.start, count: d.size })),
+  ];
+}
+
+function readMap(pid: number, file: 'uid_map' | 'gid_map'): string {
+  return fs.readFileSync(`/proc/${pid}/${file}`, 'utf8').trim();
+}
+
+/** validate_userns_is_safe (anchors §2.2): one line each, uid and gid maps alike, starting at
+ * the peer's own IDs, mapping to 0 inside when more than one ID is mapped. */
+function checkRegisterable(uidMap: string, gidMap: string, peer: { uid: number; gid: number }): void {
+  const parse = (m: string): number[] | null => {
+    const lines = m.split('\n').filter(Boolean);
+    if (lines.length !== 1) return null;
+    const nums = lines[0].trim().split(/\s+/).map(Number);
+    return nums.length === 3 && nums.every(Number.isSafeInteger) ? nums : null;
+  };
+  const u = parse(uidMap);
+  const g = parse(gidMap);
+  const ok =
+    u !== null &&
+    g !== null &&
+    u[2] > 0 &&
+    u[2] === g[2] &&
+    u[0] === g[0] &&
+    u[1] === peer.uid &&
+    g[1] === peer.gid &&
+    (u[2] === 1 || u[0] === 0);
+  if (!ok) throw invalidParameter('userNamespaceFileDescriptor');
+}
+
+/** Removes a delegated cgroup subtree (directories only, never outside or at the root). */
+function removeCgroup(dir: string): void {
+  const rel = path.relative(CGROUP_ROOT, dir);
+  if (!rel || rel.startsWith('..') || path.isAbsolute(rel)) return;
+  const rmTree = (d: string): void => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) if (e.isDirectory()) rmTree(path.join(d, e.name));
+    try {
+      fs.rmdirSync(d);
+    } catch {
+      // still populated or already gone: nothing more we may do
+    }
+  };
+  rmTree(dir);
+}
