@@ -22,6 +22,7 @@ let tmp = '';
 let trustedImage = '';
 let untrustedImage = '';
 let userdbdSocket = '';
+const PIN_DIR = `/sys/fs/bpf/mountgate-test-run-${process.pid}`;
 let mntfsdSocket = '';
 const daemons: ChildProcess[] = [];
 
@@ -105,7 +106,8 @@ before(async () => {
   userdbdSocket = path.join(tmp, 'userdbd.sock');
   mntfsdSocket = path.join(tmp, 'mntfsd.sock');
   const state = path.join(tmp, 'userdbd-state');
-  await startDaemon('mountgate-userdbd.service', ['userdbd', '--listen', userdbdSocket, '--state-dir', state], userdbdSocket);
+  // --allow-without-policy only matters where the kernel refuses the BPF policy (this CI VM).
+  await startDaemon('mountgate-userdbd.service', ['userdbd', '--listen', userdbdSocket, '--state-dir', state, '--bpf-pin-dir', PIN_DIR, '--allow-without-policy'], userdbdSocket);
   await startDaemon('mountgate-mntfsd.service', ['mntfsd', '--listen', mntfsdSocket, '--userdbd', userdbdSocket, '--verity-certs', certs], mntfsdSocket);
 });
 
@@ -120,6 +122,7 @@ after(async () => {
     }),
   );
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  fs.rmSync(PIN_DIR, { recursive: true, force: true });
 });
 
 /** `mountgate run` as uid 1000 against the test daemons. */

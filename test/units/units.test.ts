@@ -205,7 +205,7 @@ test('userdbd socket-activated: GetInfo, a user database miss and READY=1 throug
   const help = spawnSync(process.execPath, [...CLI, 'userdbd', '--help'], { encoding: 'utf8' });
   if (help.status !== 0) return t.skip(`'mountgate userdbd' is not wired into src/cli/main.ts yet (exit ${help.status})`);
   const state = fs.mkdtempSync(path.join(tmp, 'state-'));
-  const daemon = await activate('mountgate-userdbd.service', 'io.systemd.NamespaceResource', ['userdbd', '--state-dir', state]);
+  const daemon = await activate('mountgate-userdbd.service', 'io.systemd.NamespaceResource', ['userdbd', '--state-dir', state, '--bpf-pin-dir', `/sys/fs/bpf/mountgate-test-units-${process.pid}`, '--allow-without-policy']);
   try {
     const client = await VarlinkClient.connect(daemon.socket);
     try {
