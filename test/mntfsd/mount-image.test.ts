@@ -10,12 +10,14 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { buildDdi } from '../../src/image-builder/build-ddi.js';
 import { startMntfsd, type Mntfsd } from '../../src/mntfsd/daemon.js';
+import { startUserdbd, type Userdbd } from '../../src/userdbd/daemon.js';
+import { loadPolicy, type TestPolicy } from '../userdbd/policy.js';
+import { pino } from 'pino';
 import { killAndWait, spawnInNewUserns } from '../sys/util.js';
 import { flipped, handVerityImage, imageDir, makeFileSystem, removeImages, repartImage, run, sampleTree, testKey } from './images.js';
 
 const execFileAsync = promisify(execFile);
 const AS_1000 = ['--reuid=1000', '--regid=1000', '--clear-groups'];
-const BASE = 524288 * 40;
 const CLIENT = path.resolve(import.meta.dirname, '../e2e/client.ts');
 
 interface PartitionResult {
@@ -38,6 +40,10 @@ let dir: string;
 let sock: string;
 let trustedDir: string;
 let daemon: Mntfsd;
+let userdbd: Userdbd;
+let policy: TestPolicy;
+/** First host uid of the range userdbd mapped into the caller's namespace. */
+let BASE: number;
 let ns: Awaited<ReturnType<typeof spawnInNewUserns>>;
 
 // Asynchronous on purpose: the daemon runs in this process and must keep serving meanwhile.
@@ -94,16 +100,31 @@ before(async () => {
   const certs = path.join(dir, 'verity.d');
   fs.mkdirSync(certs);
   fs.copyFileSync(testKey().cert, path.join(certs, 'test.crt'));
-  daemon = startMntfsd({ listen: sock, userdbd: null, certificateDirectories: [certs], trustedDirectories: [trustedDir] });
-  // The caller's namespace, created by uid 1000; root maps it as userdbd would.
+  const userdbdSock = path.join(dir, 'userdbd.sock');
+  policy = await loadPolicy('mntfsd-e2e');
+  userdbd = await startUserdbd({
+    listen: userdbdSock,
+    stateDir: path.join(dir, 'userdbd-state'),
+    userdbLink: null,
+    policy: policy.policy,
+    allowWithoutPolicy: !policy.real,
+    logger: pino({ level: 'silent' }),
+  });
+  daemon = startMntfsd({ listen: sock, userdbd: userdbdSock, certificateDirectories: [certs], trustedDirectories: [trustedDir] });
+  // The caller (uid 1000) creates its namespace and has userdbd map a transient range into it.
   ns = await spawnInNewUserns('setpriv', [...AS_1000, 'unshare', '--user', 'sleep', 'infinity']);
-  fs.writeFileSync(`/proc/${ns.pid}/uid_map`, `0 ${BASE} 65536\n`);
-  fs.writeFileSync(`/proc/${ns.pid}/gid_map`, `0 ${BASE} 65536\n`);
+  const alloc = await as1000([CLIENT, 'allocate', userdbdSock, 'mntfs-e2e', String(ns.pid)]);
+  assert.match(alloc.stdout, /"name":"1000-mntfs-e2e"/, alloc.stderr);
+  const [inside, base, count] = fs.readFileSync(`/proc/${ns.pid}/uid_map`, 'utf8').trim().split(/\s+/).map(Number);
+  assert.deepEqual([inside, count], [0, 65536]);
+  BASE = base!;
 });
 
 after(async () => {
   await killAndWait(ns);
   daemon.close();
+  await userdbd.close();
+  policy.dispose();
   removeImages();
   fs.rmSync(dir, { recursive: true, force: true });
 });
