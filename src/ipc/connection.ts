@@ -3,11 +3,15 @@
 // fds that arrive while a message is half read are a protocol error.
 import fs from 'node:fs';
 import { native, POLL_READABLE, POLL_WRITABLE, type PeerCred, type Poller } from '../native/index.js';
+import { dupCloexec } from '../sys/stat.js';
 import { ProtocolError } from './errors.js';
 
 /** sd-varlink's VARLINK_BUFFER_MAX: a longer message drops the connection. */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 const READ_CHUNK = 64 * 1024;
+/** Replies a peer has not read yet: above HIGH we stop reading its calls, below LOW we resume. */
+const QUEUE_HIGH_BYTES = 4 * 1024 * 1024;
+const QUEUE_LOW_BYTES = 1024 * 1024;
 
 export interface Incoming {
   text: string;
@@ -19,6 +23,8 @@ interface Outgoing {
   data: Buffer;
   offset: number;
   fds: number[];
+  /** The fds are our duplicates (the message could not go out at once): close them once sent. */
+  ownsFds: boolean;
 }
 
 export interface ConnectionEvents {
@@ -35,8 +41,11 @@ export class Connection {
   /** fds received with the first bytes of the message now being read. */
   private pendingFds: number[] = [];
   private readonly queue: Outgoing[] = [];
+  private queuedBytes = 0;
   private closed = false;
   private paused = false;
+  /** Reading stopped because the peer does not read its replies. */
+  private throttled = false;
   private stallTimer: NodeJS.Timeout | undefined;
   /** Bytes of a partial message are buffered; used for stall detection. */
   get midMessage(): boolean {
@@ -60,12 +69,23 @@ export class Connection {
     return native.peerCred(this.fd);
   }
 
-  /** Queues one message; fds are dup'ed by the kernel on send, the caller keeps its own. */
+  /** Sends one message; the caller keeps its fds and may close them on return: a message that
+   * has to wait for the peer carries duplicates. */
   send(message: object, fds: number[] = []): void {
     if (this.closed) return;
     const data = Buffer.from(JSON.stringify(message) + '\0', 'utf8');
-    this.queue.push({ data, offset: 0, fds });
+    const out: Outgoing = { data, offset: 0, fds, ownsFds: false };
+    this.queue.push(out);
+    this.queuedBytes += data.length;
     this.flush();
+    if (!this.closed && out.offset === 0 && fds.length && this.queue.includes(out)) {
+      out.fds = fds.map(dupCloexec);
+      out.ownsFds = true;
+    }
+    if (this.queuedBytes > QUEUE_HIGH_BYTES && !this.throttled) {
+      this.throttled = true;
+      this.updatePoll();
+    }
   }
 
   /** Stops reading (e.g. while a call is processed) without dropping the connection. */
@@ -92,6 +112,7 @@ export class Connection {
     for (const fd of this.pendingFds) closeQuietly(fd);
     this.pendingFds = [];
     this.pending = [];
+    for (const out of this.queue) if (out.ownsFds) out.fds.forEach(closeQuietly);
     this.queue.length = 0;
     closeQuietly(this.fd);
     this.events.onClose(err);
@@ -99,7 +120,7 @@ export class Connection {
 
   private updatePoll(): void {
     if (this.closed) return;
-    const ev = (this.paused ? 0 : POLL_READABLE) | (this.queue.length ? POLL_WRITABLE : 0);
+    const ev = (this.paused || this.throttled ? 0 : POLL_READABLE) | (this.queue.length ? POLL_WRITABLE : 0);
     if (ev) this.poller.start(ev);
     else this.poller.stop();
   }
@@ -108,7 +129,7 @@ export class Connection {
     if (this.closed) return;
     if (status < 0) return this.close(new Error(`poll failed: ${status}`));
     if (ev & POLL_WRITABLE) this.flush();
-    if (ev & POLL_READABLE && !this.paused) this.read();
+    if (ev & POLL_READABLE && !this.paused && !this.throttled) this.read();
   }
 
   private flush(): void {
@@ -118,10 +139,16 @@ export class Connection {
         const fds = out.offset === 0 ? out.fds : [];
         const n = native.sendmsg(this.fd, out.data, out.offset, out.data.length - out.offset, fds);
         if (n < 0) break;
+        if (out.offset === 0 && out.ownsFds) {
+          out.fds.forEach(closeQuietly); // the kernel holds its own references now
+          out.fds = [];
+        }
         out.offset += n;
+        this.queuedBytes -= n;
         if (out.offset < out.data.length) continue;
         this.queue.shift();
       }
+      if (this.throttled && this.queuedBytes < QUEUE_LOW_BYTES) this.throttled = false;
     } catch (e) {
       // EPIPE/ECONNRESET: the peer is gone.
       return this.close(e as Error);
@@ -131,7 +158,7 @@ export class Connection {
 
   private read(): void {
     // Read until the socket is drained or reading is paused by a handler.
-    while (!this.closed && !this.paused) {
+    while (!this.closed && !this.paused && !this.throttled) {
       let r;
       try {
         r = native.recvmsg(this.fd, this.readBuf);

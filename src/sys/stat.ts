@@ -5,6 +5,7 @@ import { check } from './errors.js';
 import { fcntl, fstatfs } from './libc.js';
 
 const F_GETFL = 3;
+const F_DUPFD_CLOEXEC = 1030;
 export const O_ACCMODE = 0o3;
 export const O_RDONLY = 0o0;
 export const O_WRONLY = 0o1;
@@ -59,6 +60,11 @@ export interface FdFlags {
   path: boolean;
   readable: boolean;
   writable: boolean;
+}
+
+/** A close-on-exec duplicate of fd. */
+export function dupCloexec(fd: number): number {
+  return check(fcntl(fd, F_DUPFD_CLOEXEC, 'int', 3), 'fcntl(F_DUPFD_CLOEXEC)');
 }
 
 export function fdFlags(fd: number): FdFlags {
