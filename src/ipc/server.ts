@@ -64,7 +64,7 @@ export interface ServerOptions {
   onInternalError?: (err: unknown, method: string) => void;
 }
 
-const SERVICE_IDL = `# The Varlink service interface, implemented by every Varlink service.
+export const SERVICE_IDL = `# The Varlink service interface, implemented by every Varlink service.
 interface org.varlink.service
 
 # Get a list of all the interfaces a service provides and information

@@ -16,18 +16,9 @@ import { CONTAINER_SIZE, HostIds, pickRange, type IdRange } from './range-alloca
 import type { NamespaceRecord, Registry } from './registry.js';
 import { writeMaps, type MapLine } from './map-writer.js';
 
-export interface PolicyStatus {
-  lsm: boolean;
-  attached: boolean;
-  pinned: boolean;
-  managed: number;
-  reason?: string;
-}
+import type { NamespaceDeath, PolicyStatus } from '../bpf/policy.js';
 
-export interface NamespaceDeath {
-  inode: number;
-  nsId?: bigint;
-}
+export type { NamespaceDeath, PolicyStatus } from '../bpf/policy.js';
 
 /** What the daemon needs from the BPF policy (src/bpf/policy.ts UsernsPolicy satisfies it). */
 export interface NamespacePolicy {
