@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { buildDdi } from '../image-builder/build-ddi.js';
+import { progressBar } from './progress.js';
 
 export const BUILD_USAGE = `Usage: mountgate build DIR IMAGE --key KEY --cert CERT [--json]
 
@@ -22,24 +23,6 @@ Exit status: 0 built, 1 build failed, 2 usage error.
 function usageError(msg: string): number {
   process.stderr.write(`mountgate build: ${msg}\n${BUILD_USAGE}`);
   return 2;
-}
-
-/** A one-line bar redrawn in place; only used when stderr is a terminal. */
-function progressBar(stream: NodeJS.WriteStream): { update: (done: number, total: number) => void; clear: () => void } {
-  let last = -1;
-  return {
-    update(done, total) {
-      const pct = total > 0 ? Math.floor((done / total) * 100) : 100;
-      if (pct === last) return;
-      last = pct;
-      const width = 30;
-      const fill = Math.round((pct / 100) * width);
-      stream.write(`\rhashing [${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${String(pct).padStart(3)}%`);
-    },
-    clear() {
-      if (last >= 0) stream.write('\r\x1b[K');
-    },
-  };
 }
 
 function readPem(file: string, what: string): string {
@@ -82,7 +65,7 @@ export async function buildCommand(args: string[]): Promise<number> {
   if (!values.cert) return usageError('--cert CERT is required');
   const [sourceDir, output] = positionals as [string, string];
 
-  const bar = process.stderr.isTTY ? progressBar(process.stderr) : undefined;
+  const bar = progressBar('hashing');
   try {
     const keyPem = readPem(values.key, 'key');
     const certPem = readPem(values.cert, 'certificate');

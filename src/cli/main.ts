@@ -2,6 +2,8 @@
 // The `mountgate` command: dispatches to one module per subcommand.
 import { buildCommand } from './build.js';
 import { mntfsdCommand, userdbdCommand } from './daemons.js';
+import { inspectCommand } from './inspect.js';
+import { statusCommand } from './status.js';
 import { runCommand } from './run.js';
 
 type Command = (args: string[]) => Promise<number>;
@@ -11,6 +13,8 @@ const COMMANDS: Record<string, { run: Command; summary: string }> = {
   mntfsd: { run: mntfsdCommand, summary: 'run the image mount daemon (io.systemd.MountFileSystem)' },
   run: { run: runCommand, summary: 'run a command inside a signed image as root of a transient user namespace' },
   build: { run: buildCommand, summary: 'make a signed disk image (erofs + verity + signature) from a directory' },
+  inspect: { run: inspectCommand, summary: "show an image's partitions, verity and signature status, and whether mntfsd would mount it" },
+  status: { run: statusCommand, summary: 'show ranges in use, mounts handed out and whether the BPF policy is attached' },
 };
 
 function usage(): string {

@@ -1,0 +1,323 @@
+// `mountgate inspect IMAGE`: what the image holds and what mntfsd would do with it for an
+// unprivileged caller. Runs mntfsd's own steps (trust by location, policy, dissection,
+// partition selection, signature check, optionally verity verification) without mounting.
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { VarlinkError } from '../ipc/errors.js';
+import { dissectImage, type DissectedPartition } from '../mntfsd/ddi/dissect.js';
+import { formatImagePolicy, type Protection } from '../mntfsd/image-policy.js';
+import { selectPartitions, toVarlinkError } from '../mntfsd/mount-image.js';
+import {
+  DEFAULT_VERITY_CERT_DIRECTORIES,
+  loadTrustedCertificates,
+  readVeritySignature,
+  verifyVeritySignature,
+  VeritySignatureError,
+  type TrustedCertificate,
+} from '../mntfsd/signature.js';
+import { checkTrustedImage, effectiveImagePolicy } from '../mntfsd/trust.js';
+import { verifyPartition } from '../mntfsd/verity.js';
+import { progressBar } from './progress.js';
+
+export const INSPECT_USAGE = `Usage: mountgate inspect IMAGE [OPTIONS]
+
+Show the partitions of the disk image IMAGE, their verity and signature status, and whether
+mntfsd would mount it for an unprivileged caller (and if not, the Varlink error it would
+answer). Runs mntfsd's checks with the same configuration options; mounts nothing.
+
+Options:
+  --verity-certs DIR  trust the certificates (*.crt) in DIR; repeatable
+                      (default ${DEFAULT_VERITY_CERT_DIRECTORIES.join(' ')})
+  --trusted-dir DIR   trust images directly inside DIR by location; repeatable (default none)
+  --verify            also check every byte the mount would use against its verity hash tree
+  --json              print the report as JSON on stdout
+  -h, --help          show this text
+
+Exit status: 0 mntfsd would accept the image, 1 it would refuse it (or IMAGE cannot be
+  read), 2 usage error.
+`;
+
+export type SignatureStatus =
+  /** Verified by a trusted certificate. */
+  | { status: 'trusted'; subject: string; fingerprint: string; certificate: string }
+  /** Unsigned verity, or a signature no trusted certificate made / that does not verify. */
+  | { status: 'none' }
+  | { status: 'untrusted' | 'invalid'; error: string; message: string };
+
+export interface InspectedPartition {
+  designator: string;
+  partitionNumber: number | null;
+  fileSystemType: string | null;
+  size: number;
+  offset: number;
+  label: string | null;
+  uuid: string | null;
+  architecture: string | null;
+  flags: { readOnly: boolean; noAuto: boolean; growFileSystem: boolean };
+  /** Data partitions with a verity hash partition; null otherwise. */
+  verity: { rootHash: string; rootHashSource: string; signature: SignatureStatus } | null;
+  /** How mntfsd would mount it; null if it would not be used (or the image is refused). */
+  use: Protection | null;
+  /** --verify result: true ok, false failed, null not checked. */
+  verified: boolean | null;
+}
+
+export interface InspectReport {
+  image: string;
+  imageSize: number | null;
+  sectorSize: number | null;
+  imageUuid: string | null;
+  partitionTable: boolean | null;
+  trustedByLocation: boolean;
+  trust: string;
+  /** The policy mntfsd would apply, in systemd's syntax. */
+  imagePolicy: string;
+  partitions: InspectedPartition[];
+  accepted: boolean;
+  /** The Varlink error MountImage would answer, when refused. */
+  error: string | null;
+  reason: string | null;
+}
+
+export interface InspectOptions {
+  certificateDirectories?: readonly string[];
+  trustedDirectories?: readonly string[];
+  verify?: boolean;
+  onProgress?: (designator: string, done: number, total: number) => void;
+}
+
+class Refusal extends Error {
+  constructor(
+    readonly error: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The Varlink error name and a readable reason for anything mntfsd's steps throw. */
+function refusal(err: unknown): Refusal {
+  if (err instanceof Refusal) return err;
+  const v = toVarlinkError(err);
+  if (!(v instanceof VarlinkError)) throw v;
+  // The wire error carries no detail; the original error's message does.
+  const detail = err instanceof Error && err !== v ? err.message : Object.keys(v.parameters).length ? JSON.stringify(v.parameters) : '';
+  return new Refusal(v.error, detail);
+}
+
+async function signatureStatus(fd: number, p: DissectedPartition, trusted: readonly TrustedCertificate[]): Promise<SignatureStatus> {
+  const verity = p.verity!;
+  if (!verity.signature) return { status: 'none' };
+  try {
+    const sig = readVeritySignature(fd, verity.signature.offset, verity.signature.size);
+    const ok = await verifyVeritySignature(sig, { trusted, expectedRootHash: verity.rootHash });
+    return { status: 'trusted', subject: ok.subject, fingerprint: ok.fingerprint, certificate: ok.certificatePath };
+  } catch (err) {
+    if (!(err instanceof VeritySignatureError)) throw err;
+    return { status: err.kind === 'key-not-found' ? 'untrusted' : 'invalid', error: err.varlinkError, message: err.message };
+  }
+}
+
+function describePartition(p: DissectedPartition, table: boolean): InspectedPartition {
+  return {
+    designator: p.designator,
+    partitionNumber: table ? p.partitionNumber : null,
+    fileSystemType: p.fileSystemType,
+    size: p.size,
+    offset: p.offset,
+    label: p.partitionLabel || null,
+    uuid: p.partitionUuid,
+    architecture: p.architecture,
+    flags: { readOnly: p.readOnly, noAuto: p.noAuto, growFileSystem: p.growFileSystem },
+    verity: null,
+    use: null,
+    verified: null,
+  };
+}
+
+/** Inspects the image at `imagePath` as mntfsd would for an unprivileged caller. */
+export async function inspectImage(imagePath: string, opts: InspectOptions = {}): Promise<InspectReport> {
+  const fd = fs.openSync(imagePath, 'r');
+  try {
+    const trustedDirs = opts.trustedDirectories ?? [];
+    const trust = checkTrustedImage(fd, trustedDirs);
+    const policy = effectiveImagePolicy(trust.trusted, undefined);
+    const report: InspectReport = {
+      image: imagePath,
+      imageSize: null,
+      sectorSize: null,
+      imageUuid: null,
+      partitionTable: null,
+      trustedByLocation: trust.trusted,
+      trust: trust.trusted ? `trusted: inside ${trust.directory}` : `untrusted: ${trust.reason}`,
+      imagePolicy: formatImagePolicy(policy),
+      partitions: [],
+      accepted: false,
+      error: null,
+      reason: null,
+    };
+    try {
+      const image = dissectImage(fd);
+      Object.assign(report, { imageSize: image.imageSize, sectorSize: image.sectorSize, imageUuid: image.imageUuid, partitionTable: image.partitionTable });
+      // Dissection lists the verity and signature partitions it paired, too.
+      const rows = image.partitions.map((data) => ({ p: describePartition(data, image.partitionTable), data }));
+      report.partitions = rows.map((r) => r.p);
+
+      const { certificates } = loadTrustedCertificates(opts.certificateDirectories ?? DEFAULT_VERITY_CERT_DIRECTORIES);
+      for (const { p, data } of rows) {
+        if (data.verity) {
+          p.verity = { rootHash: data.verity.rootHash, rootHashSource: data.verity.source, signature: await signatureStatus(fd, data, certificates) };
+        }
+      }
+
+      // From here on, mntfsd's order: select by policy, then per partition check the signature and verify.
+      const selected = selectPartitions(image, policy);
+      const row = (d: DissectedPartition): InspectedPartition => rows.find((r) => r.data === d)!.p;
+      for (const { partition, protection } of selected) {
+        // 'signed' is only offered for partitions that have a signature partition.
+        const sig = row(partition).verity?.signature;
+        if (protection === 'signed' && (sig?.status === 'untrusted' || sig?.status === 'invalid')) throw new Refusal(sig.error, sig.message);
+      }
+      for (const { partition, protection } of selected) {
+        const p = row(partition);
+        p.use = protection;
+        if (!opts.verify || protection === 'unprotected') continue;
+        const v = partition.verity!;
+        try {
+          await verifyPartition(fd, { offset: partition.offset, size: partition.size }, { offset: v.hash.offset, size: v.hash.size }, Buffer.from(v.rootHash, 'hex'), {
+            copy: false,
+            onProgress: opts.onProgress && ((done, total) => opts.onProgress!(partition.designator, done, total)),
+          });
+          p.verified = true;
+        } catch (err) {
+          p.verified = false;
+          throw err;
+        }
+      }
+      report.accepted = true;
+    } catch (err) {
+      const r = refusal(err);
+      report.partitions.forEach((p) => (p.use = null));
+      report.error = r.error;
+      report.reason = r.message;
+    }
+    return report;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+function humanSize(n: number): string {
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < UNITS.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 1 : 0)} ${UNITS[i]}`;
+}
+
+function verityText(p: InspectedPartition): string {
+  if (p.designator.endsWith('-verity')) return 'hash tree';
+  if (p.designator.endsWith('-verity-sig')) return 'signature';
+  const v = p.verity;
+  if (!v) return 'no verity';
+  const s = v.signature;
+  switch (s.status) {
+    case 'trusted':
+      return `signed by ${s.subject.replaceAll('\n', ', ')} (${s.certificate})`;
+    case 'none':
+      return 'verity, no signature';
+    case 'untrusted':
+      return 'signed, key not trusted';
+    case 'invalid':
+      return `bad signature`;
+  }
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
+}
+
+export function formatReport(r: InspectReport): string {
+  const head = [
+    `Image:    ${r.image}`,
+    r.imageSize === null
+      ? undefined
+      : `          ${r.partitionTable ? 'GPT disk image' : 'bare file system'}, ${humanSize(r.imageSize)}, sector size ${r.sectorSize}${r.imageUuid ? `, uuid ${r.imageUuid}` : ''}`,
+    `Trust:    ${r.trust}`,
+    `Policy:   ${r.imagePolicy}`,
+  ].filter((l): l is string => l !== undefined);
+  const rows = [
+    ['#', 'DESIGNATOR', 'FS', 'SIZE', 'OFFSET', 'LABEL', 'FLAGS', 'VERITY', 'USE', 'UUID'],
+    ...r.partitions.map((p) => [
+      p.partitionNumber === null ? '-' : String(p.partitionNumber),
+      p.designator,
+      p.fileSystemType ?? '-',
+      humanSize(p.size),
+      String(p.offset),
+      p.label ?? '-',
+      [p.flags.readOnly && 'ro', p.flags.growFileSystem && 'growfs', p.flags.noAuto && 'no-auto'].filter(Boolean).join(',') || '-',
+      verityText(p),
+      p.use === null ? '-' : `${p.use}${p.verified === true ? ', verified' : p.verified === false ? ', VERIFY FAILED' : ''}`,
+      p.uuid ?? '-',
+    ]),
+  ];
+  const verdict = r.accepted
+    ? 'Verdict:  accepted: mntfsd would mount it for an unprivileged caller'
+    : `Verdict:  refused: ${r.error}${r.reason ? `\n          ${r.reason}` : ''}`;
+  return `${head.join('\n')}\n\n${r.partitions.length ? `${table(rows)}\n\n` : ''}${verdict}\n`;
+}
+
+function parse(args: string[]) {
+  return parseArgs({
+    args,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      'verity-certs': { type: 'string', multiple: true },
+      'trusted-dir': { type: 'string', multiple: true },
+      verify: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+}
+
+export async function inspectCommand(args: string[]): Promise<number> {
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse(args);
+  } catch (err) {
+    process.stderr.write(`mountgate inspect: ${(err as Error).message}\n${INSPECT_USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(INSPECT_USAGE);
+    return 0;
+  }
+  if (positionals.length !== 1) {
+    process.stderr.write(`mountgate inspect: ${positionals.length === 0 ? 'missing IMAGE' : `unexpected argument '${positionals[1]}'`}\n${INSPECT_USAGE}`);
+    return 2;
+  }
+  const bar = values.verify ? progressBar('verifying') : undefined;
+  let report: InspectReport;
+  try {
+    report = await inspectImage(positionals[0]!, {
+      certificateDirectories: values['verity-certs'],
+      trustedDirectories: values['trusted-dir'],
+      verify: values.verify,
+      onProgress: bar && ((_designator, done, total) => bar.update(done, total)),
+    });
+  } catch (err) {
+    process.stderr.write(`mountgate inspect: ${(err as Error).message}\n`);
+    return 1;
+  } finally {
+    bar?.clear();
+  }
+  process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
+  return report.accepted ? 0 : 1;
+}

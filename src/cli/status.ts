@@ -1,0 +1,181 @@
+// `mountgate status`: what the daemons hold right now: user ranges and their owners, the BPF
+// policy, verified images and mounts handed out. Asks each daemon's io.mountgate.*.GetStatus.
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { MNTFSD_SOCKET, USERDBD_SOCKET } from '../client/index.js';
+import { VarlinkClient } from '../ipc/client.js';
+import { VarlinkError } from '../ipc/errors.js';
+
+export const STATUS_USAGE = `Usage: mountgate status [OPTIONS]
+
+Show what userdbd and mntfsd hold: the user ranges in use and by whom, whether the BPF
+policy is attached, the verified images and how many mounts were handed out.
+
+Options:
+  --userdbd PATH  userdbd socket (default ${USERDBD_SOCKET})
+  --mntfsd PATH   mntfsd socket (default ${MNTFSD_SOCKET})
+  --json          print the status as JSON on stdout
+  -h, --help      show this text
+
+Exit status: 0 at least one daemon answered, 1 neither is reachable, 2 usage error.
+`;
+
+/** A daemon that accepts but never answers must not hang the command. */
+const TIMEOUT_MS = 10_000;
+
+const count = z.number().int().nonnegative();
+
+const userdbdStatus = z.object({
+  policy: z.object({
+    lsm: z.boolean(),
+    attached: z.boolean(),
+    pinned: z.boolean(),
+    managed: count,
+    reason: z.string().nullish().transform((r) => r ?? null),
+  }),
+  namespaces: z.array(
+    z.object({
+      name: z.string(),
+      owner: count,
+      userNamespaceInode: count,
+      base: count,
+      size: count,
+      delegations: z.array(count),
+    }),
+  ),
+});
+export type UserdbdStatus = z.infer<typeof userdbdStatus>;
+
+const mntfsdStatus = z.object({
+  cachedImages: z.array(z.object({ rootHash: z.string(), fileSystemType: z.string() })),
+  cacheHits: count,
+  verifications: count,
+  mountsHandedOut: count,
+});
+export type MntfsdStatus = z.infer<typeof mntfsdStatus>;
+
+export type DaemonStatus<T> =
+  | { socket: string; state: 'ok'; status: T }
+  /** Not reachable (no socket, refused, timed out). */
+  | { socket: string; state: 'unreachable'; error: string }
+  /** Reachable, but it answered with an error or something unexpected. */
+  | { socket: string; state: 'error'; error: string };
+
+export interface Status {
+  userdbd: DaemonStatus<UserdbdStatus>;
+  mntfsd: DaemonStatus<MntfsdStatus>;
+}
+
+async function query<T>(socket: string, method: string, schema: z.ZodType<T>): Promise<DaemonStatus<T>> {
+  let client: VarlinkClient;
+  try {
+    client = await VarlinkClient.connect(socket);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    return { socket, state: 'unreachable', error: e.code ?? e.message };
+  }
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${TIMEOUT_MS / 1000} s`)), TIMEOUT_MS);
+    });
+    const reply = await Promise.race([client.call(method), timeout]);
+    const parsed = schema.safeParse(reply.parameters);
+    if (!parsed.success) return { socket, state: 'error', error: `unexpected reply: ${z.prettifyError(parsed.error)}` };
+    return { socket, state: 'ok', status: parsed.data };
+  } catch (err) {
+    if (err instanceof VarlinkError) return { socket, state: 'error', error: err.error };
+    return { socket, state: 'unreachable', error: (err as Error).message };
+  } finally {
+    clearTimeout(timer);
+    client.close();
+  }
+}
+
+export async function getStatus(sockets: { userdbd?: string; mntfsd?: string } = {}): Promise<Status> {
+  const [userdbd, mntfsd] = await Promise.all([
+    query(sockets.userdbd ?? USERDBD_SOCKET, 'io.mountgate.Userdbd.GetStatus', userdbdStatus),
+    query(sockets.mntfsd ?? MNTFSD_SOCKET, 'io.mountgate.Mntfsd.GetStatus', mntfsdStatus),
+  ]);
+  return { userdbd, mntfsd };
+}
+
+function table(rows: string[][]): string[] {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => `    ${r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}`);
+}
+
+function policyText(p: UserdbdStatus['policy']): string {
+  const state = p.attached ? 'attached' : 'NOT attached';
+  const details = [p.lsm ? 'BPF LSM active' : 'BPF LSM not active', p.pinned ? 'pinned' : 'not pinned', `${p.managed} namespace(s) managed`];
+  return `${state} (${details.join(', ')})${p.reason ? `: ${p.reason}` : ''}`;
+}
+
+function userdbdText(d: DaemonStatus<UserdbdStatus>): string[] {
+  const lines = [`userdbd  ${d.socket}`];
+  if (d.state !== 'ok') return [...lines, `  ${d.state === 'unreachable' ? 'not reachable' : 'error'}: ${d.error}`];
+  const s = d.status;
+  lines.push(`  BPF policy:     ${policyText(s.policy)}`);
+  lines.push(`  Ranges in use:  ${s.namespaces.length}`);
+  if (s.namespaces.length) {
+    lines.push(
+      ...table([
+        ['NAME', 'OWNER', 'USERNS', 'UIDS', 'DELEGATED'],
+        ...s.namespaces.map((n) => [
+          n.name,
+          String(n.owner),
+          String(n.userNamespaceInode),
+          `${n.base}-${n.base + n.size - 1}`,
+          n.delegations.length ? n.delegations.map((b) => `${b}-${b + 65535}`).join(',') : '-',
+        ]),
+      ]),
+    );
+  }
+  return lines;
+}
+
+function mntfsdText(d: DaemonStatus<MntfsdStatus>): string[] {
+  const lines = [`mntfsd   ${d.socket}`];
+  if (d.state !== 'ok') return [...lines, `  ${d.state === 'unreachable' ? 'not reachable' : 'error'}: ${d.error}`];
+  const s = d.status;
+  lines.push(`  Mounts handed out:  ${s.mountsHandedOut}`);
+  lines.push(`  Verifications:      ${s.verifications} (cache hits: ${s.cacheHits})`);
+  lines.push(`  Verified images:    ${s.cachedImages.length}`);
+  if (s.cachedImages.length) lines.push(...table([['ROOT HASH', 'FS'], ...s.cachedImages.map((c) => [c.rootHash, c.fileSystemType])]));
+  return lines;
+}
+
+export function formatStatus(s: Status): string {
+  return `${[...userdbdText(s.userdbd), '', ...mntfsdText(s.mntfsd)].join('\n')}\n`;
+}
+
+function parse(args: string[]) {
+  return parseArgs({
+    args,
+    strict: true,
+    options: {
+      userdbd: { type: 'string' },
+      mntfsd: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+}
+
+export async function statusCommand(args: string[]): Promise<number> {
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse(args);
+  } catch (err) {
+    process.stderr.write(`mountgate status: ${(err as Error).message}\n${STATUS_USAGE}`);
+    return 2;
+  }
+  const { values } = parsed;
+  if (values.help) {
+    process.stdout.write(STATUS_USAGE);
+    return 0;
+  }
+  const status = await getStatus({ userdbd: values.userdbd, mntfsd: values.mntfsd });
+  process.stdout.write(values.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+  return status.userdbd.state === 'unreachable' && status.mntfsd.state === 'unreachable' ? 1 : 0;
+}

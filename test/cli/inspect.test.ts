@@ -1,0 +1,151 @@
+// `mountgate inspect` as uid 1000: the verdict mntfsd would give an unprivileged caller, with
+// the Varlink error name and exit status, for a trusted signed image, an image signed by an
+// untrusted key, and an unsigned file system (also placed in a trusted directory).
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { buildDdi } from '../../src/image-builder/build-ddi.js';
+import type { InspectReport } from '../../src/cli/inspect.js';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const CLI = [process.execPath, '--import', 'tsx', path.join(repo, 'src/cli/main.ts')];
+const AS_USER = ['setpriv', '--reuid=1000', '--regid=1000', '--clear-groups'];
+
+let skipReason: string | undefined;
+let tmp = '';
+let certs = '';
+let trustedDir = '';
+const img = { signed: '', untrusted: '', unsigned: '', unsignedTrusted: '' };
+
+function makeKey(dir: string, cn: string): { keyPem: string; certPem: string; cert: string } {
+  const key = path.join(dir, `${cn}.key`);
+  const cert = path.join(dir, `${cn}.crt`);
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '30', '-subj', `/CN=${cn}`], { stdio: 'ignore' });
+  return { keyPem: fs.readFileSync(key, 'utf8'), certPem: fs.readFileSync(cert, 'utf8'), cert };
+}
+
+before(async () => {
+  const r = spawnSync(CLI[0], [...CLI.slice(1), 'inspect', '--help'], { stdio: 'ignore' });
+  if (r.status !== 0) {
+    skipReason = "'mountgate inspect' is not wired into src/cli/main.ts yet";
+    return;
+  }
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mountgate-inspect-'));
+  fs.chmodSync(tmp, 0o755); // uid 1000 reads the images and certificates
+  const tree = path.join(tmp, 'tree');
+  fs.mkdirSync(path.join(tree, 'etc'), { recursive: true });
+  fs.writeFileSync(path.join(tree, 'etc/hello'), 'hello\n');
+  const keys = fs.mkdtempSync(path.join(tmp, 'keys-'));
+  const trusted = makeKey(keys, 'trusted');
+  const untrusted = makeKey(keys, 'untrusted');
+  certs = path.join(tmp, 'certs');
+  fs.mkdirSync(certs);
+  fs.copyFileSync(trusted.cert, path.join(certs, 'trusted.crt'));
+
+  img.signed = path.join(tmp, 'signed.raw');
+  img.untrusted = path.join(tmp, 'untrusted.raw');
+  await buildDdi({ sourceDir: tree, output: img.signed, keyPem: trusted.keyPem, certPem: trusted.certPem });
+  await buildDdi({ sourceDir: tree, output: img.untrusted, keyPem: untrusted.keyPem, certPem: untrusted.certPem });
+  img.unsigned = path.join(tmp, 'unsigned.erofs');
+  execFileSync('mkfs.erofs', ['--quiet', img.unsigned, tree], { stdio: 'ignore' });
+  trustedDir = path.join(tmp, 'machines');
+  fs.mkdirSync(trustedDir);
+  img.unsignedTrusted = path.join(trustedDir, 'unsigned.erofs');
+  fs.copyFileSync(img.unsigned, img.unsignedTrusted);
+  for (const f of Object.values(img)) fs.chmodSync(f, 0o644);
+});
+
+after(() => {
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+function inspect(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(AS_USER[0], [...AS_USER.slice(1), ...CLI, 'inspect', ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function inspectJson(args: string[]): { status: number | null; report: InspectReport } {
+  const r = inspect([...args, '--json']);
+  assert.ok(r.stdout.startsWith('{'), `no JSON: ${r.stderr.slice(-1500)}`);
+  return { status: r.status, report: JSON.parse(r.stdout) as InspectReport };
+}
+
+test('inspect: a signed image whose certificate is trusted is accepted (exit 0), with partition details', (t) => {
+  if (skipReason) return t.skip(skipReason);
+  const { status, report } = inspectJson([img.signed, '--verity-certs', certs, '--verify']);
+  assert.equal(status, 0);
+  assert.equal(report.accepted, true);
+  assert.equal(report.error, null);
+  assert.equal(report.partitionTable, true);
+  assert.equal(report.trustedByLocation, false);
+  assert.equal(report.imagePolicy, 'root=signed+absent:usr=signed+absent');
+  assert.deepEqual(
+    report.partitions.map((p) => [p.partitionNumber, p.designator]),
+    [[1, 'root'], [2, 'root-verity'], [3, 'root-verity-sig']],
+  );
+  const root = report.partitions[0]!;
+  assert.equal(root.fileSystemType, 'erofs');
+  assert.equal(root.use, 'signed');
+  assert.equal(root.verified, true);
+  assert.equal(root.flags.readOnly, true);
+  assert.match(root.uuid ?? '', /^[0-9a-f-]{36}$/);
+  assert.ok(root.size > 0 && root.offset > 0);
+  assert.equal(root.verity?.signature.status, 'trusted');
+  assert.equal(root.verity?.signature.status === 'trusted' && root.verity.signature.certificate, path.join(certs, 'trusted.crt'));
+  assert.match(root.verity?.rootHash ?? '', /^[0-9a-f]{64}$/);
+  // Partition UUIDs are the halves of the root hash (UAPI.2).
+  assert.equal(root.uuid?.replaceAll('-', ''), root.verity?.rootHash.slice(0, 32));
+
+  const human = inspect([img.signed, '--verity-certs', certs]);
+  assert.equal(human.status, 0);
+  assert.match(human.stdout, /^1 +root +erofs .* signed by CN=trusted/m);
+  assert.match(human.stdout, /^Verdict: +accepted/m);
+  assert.equal(human.stderr, ''); // no progress bar on a pipe
+});
+
+test('inspect: an image signed by an untrusted key is refused with KeyNotFound (exit 1)', (t) => {
+  if (skipReason) return t.skip(skipReason);
+  const { status, report } = inspectJson([img.untrusted, '--verity-certs', certs]);
+  assert.equal(status, 1);
+  assert.equal(report.accepted, false);
+  assert.equal(report.error, 'io.systemd.MountFileSystem.KeyNotFound');
+  assert.equal(report.partitions[0]!.verity?.signature.status, 'untrusted');
+  assert.ok(report.partitions.every((p) => p.use === null));
+  const human = inspect([img.untrusted, '--verity-certs', certs]);
+  assert.equal(human.status, 1);
+  assert.match(human.stdout, /refused: io\.systemd\.MountFileSystem\.KeyNotFound/);
+  assert.match(human.stdout, /signed, key not trusted/);
+});
+
+test('inspect: an unsigned file system is DeniedByImagePolicy, unless it lies in a trusted directory', (t) => {
+  if (skipReason) return t.skip(skipReason);
+  const denied = inspectJson([img.unsigned, '--verity-certs', certs]);
+  assert.equal(denied.status, 1);
+  assert.equal(denied.report.error, 'io.systemd.MountFileSystem.DeniedByImagePolicy');
+  assert.match(denied.report.reason ?? '', /unprotected root/);
+  assert.equal(denied.report.partitionTable, false);
+  assert.deepEqual(denied.report.partitions.map((p) => [p.designator, p.partitionNumber, p.fileSystemType, p.verity]), [['root', null, 'erofs', null]]);
+
+  const trusted = inspectJson([img.unsignedTrusted, '--trusted-dir', trustedDir]);
+  assert.equal(trusted.status, 0);
+  assert.equal(trusted.report.trustedByLocation, true);
+  assert.equal(trusted.report.imagePolicy, '*');
+  assert.equal(trusted.report.partitions[0]!.use, 'unprotected');
+});
+
+test('inspect: usage errors exit 2, an unreadable image exits 1, --help exits 0', (t) => {
+  if (skipReason) return t.skip(skipReason);
+  assert.equal(inspect([]).status, 2);
+  assert.equal(inspect([img.signed, img.signed]).status, 2);
+  assert.equal(inspect(['--bogus', img.signed]).status, 2);
+  const missing = inspect([path.join(tmp, 'nothing.raw')]);
+  assert.equal(missing.status, 1);
+  assert.match(missing.stderr, /ENOENT/);
+  const help = inspect(['--help']);
+  assert.equal(help.status, 0);
+  assert.match(help.stdout, /^Usage: mountgate inspect IMAGE/);
+});
