@@ -43,8 +43,9 @@ Options:
   -h, --help               show this text
 `;
 
-/** The BPF policy, or what stands in for it when the kernel refuses it. */
-function loadPolicy(pinDir: string, allowWithout: boolean): NamespacePolicy | undefined {
+/** The BPF policy, or, when the kernel refuses it, a stand-in that reports why (allocation then
+ * needs --allow-without-policy). */
+function loadPolicy(pinDir: string, allowWithout: boolean): NamespacePolicy {
   const log = createLogger('userdbd');
   const lsm = UsernsPolicy.lsmAvailable();
   let reason = "'bpf' is not an active LSM (/sys/kernel/security/lsm)";
@@ -55,11 +56,8 @@ function loadPolicy(pinDir: string, allowWithout: boolean): NamespacePolicy | un
     policy.close();
     reason = st.reason ?? 'the BPF policy did not attach';
   }
-  if (!allowWithout) {
-    log.error({ reason }, 'BPF policy unavailable: user namespace allocation is disabled');
-    return undefined;
-  }
-  log.warn({ reason }, 'running WITHOUT the BPF write policy (--allow-without-policy)');
+  if (allowWithout) log.warn({ reason }, 'running WITHOUT the BPF write policy (--allow-without-policy)');
+  else log.error({ reason }, 'BPF policy unavailable: user namespace allocation is disabled');
   return new UnenforcedPolicy(lsm, reason);
 }
 
@@ -93,7 +91,7 @@ export async function userdbdCommand(args: string[]): Promise<number> {
   });
   stopOnSignals(() => void daemon.close());
   // Closing the policy stops reading death events; the pins keep enforcing it.
-  void daemon.done.then(() => policy?.close());
+  void daemon.done.then(() => policy.close());
   return -1;
 }
 
