@@ -2,7 +2,7 @@
 // does it. All fds of a message ride on the sendmsg() that carries its first byte, and
 // fds that arrive while a message is half read are a protocol error.
 import fs from 'node:fs';
-import { native, POLL_READABLE, POLL_WRITABLE, type PeerCred, type Poller } from '../native/index.js';
+import { native, POLL_DISCONNECT, POLL_READABLE, POLL_WRITABLE, type PeerCred, type Poller } from '../native/index.js';
 import { dupCloexec } from '../sys/stat.js';
 import { ProtocolError } from './errors.js';
 
@@ -91,12 +91,14 @@ export class Connection {
   /** Stops reading (e.g. while a call is processed) without dropping the connection. */
   pause(): void {
     this.paused = true;
+    clearTimeout(this.stallTimer); // a half message waiting on us is not the peer stalling
     this.updatePoll();
   }
 
   resume(): void {
     this.paused = false;
     this.updatePoll();
+    this.armStallTimer();
   }
 
   /** Whether the event loop should stay alive for this connection. */
@@ -120,7 +122,8 @@ export class Connection {
 
   private updatePoll(): void {
     if (this.closed) return;
-    const ev = (this.paused || this.throttled ? 0 : POLL_READABLE) | (this.queue.length ? POLL_WRITABLE : 0);
+    // Not reading still notices a peer that hangs up, so a call in progress learns of it.
+    const ev = (this.paused || this.throttled ? POLL_DISCONNECT : POLL_READABLE) | (this.queue.length ? POLL_WRITABLE : 0);
     if (ev) this.poller.start(ev);
     else this.poller.stop();
   }
@@ -129,6 +132,7 @@ export class Connection {
     if (this.closed) return;
     if (status < 0) return this.close(new Error(`poll failed: ${status}`));
     if (ev & POLL_WRITABLE) this.flush();
+    if (ev & POLL_DISCONNECT && (this.paused || this.throttled)) return this.close();
     if (ev & POLL_READABLE && !this.paused && !this.throttled) this.read();
   }
 

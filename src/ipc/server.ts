@@ -241,6 +241,9 @@ export class VarlinkServer {
       {
         onMessage: (msg) => {
           state.queue.push(msg);
+          // No further calls (nor their fds) are read while these are handled: what one
+          // connection can make the daemon hold stays bounded by one read.
+          state.conn.pause();
           void this.pump(state);
         },
         onClose: () => this.drop(state),
@@ -277,6 +280,7 @@ export class VarlinkServer {
       await this.handle(state, msg);
     }
     state.busy = false;
+    state.conn.resume();
   }
 
   private async handle(state: ConnState, msg: Incoming): Promise<void> {

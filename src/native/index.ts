@@ -6,6 +6,8 @@ import path from 'node:path';
 /** Events for Poller.start(): readable, writable or both. */
 export const POLL_READABLE = 1;
 export const POLL_WRITABLE = 2;
+/** The peer closed or shut down its side (reported without reading). */
+export const POLL_DISCONNECT = 4;
 
 export interface RecvResult {
   /** Bytes read; 0 means the peer closed the stream. */

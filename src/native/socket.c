@@ -383,14 +383,14 @@ static napi_value poller_new(napi_env env, napi_callback_info info) {
   return self;
 }
 
-/* poller.start(events): 1 = readable, 2 = writable */
+/* poller.start(events): 1 = readable, 2 = writable, 4 = peer hung up (without reading) */
 static napi_value poller_start(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   int ev;
   poller_t *p = unwrap(env, info, &argc, argv);
   if (!p || argc < 1 || !mg_get_int(env, argv[0], &ev)) return NULL;
-  int flags = ((ev & 1) ? UV_READABLE : 0) | ((ev & 2) ? UV_WRITABLE : 0);
+  int flags = ((ev & 1) ? UV_READABLE : 0) | ((ev & 2) ? UV_WRITABLE : 0) | ((ev & 4) ? UV_DISCONNECT : 0);
   int rc = uv_poll_start(&p->handle, flags, poll_cb);
   if (rc < 0) return mg_throw_errno(env, -rc, "uv_poll_start");
   return NULL;
