@@ -9,7 +9,7 @@ import { sdNotify } from '../sys/notify.js';
 import { MNTFSD_STATUS_IDL, MOUNT_FILE_SYSTEM_IDL } from './interface.js';
 import { MountCache } from './mount-cache.js';
 import { mountImageHandler } from './mount-image.js';
-import { DEFAULT_VERITY_CERT_DIRECTORIES } from './signature.js';
+import { DEFAULT_VERITY_CERT_DIRECTORIES } from './verity-cert-directories.js';
 
 export const MNTFSD_SOCKET = '/run/systemd/io.systemd.MountFileSystem';
 export const USERDBD_SOCKET = '/run/systemd/io.systemd.NamespaceResource';

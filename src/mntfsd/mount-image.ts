@@ -12,7 +12,9 @@ import { MountFsError, isMountFsError } from './errors.js';
 import { evaluatePartition, formatImagePolicy, ImagePolicyError, type Designator, type ImagePolicy, type Protection } from './image-policy.js';
 import { cloneForCaller, mountPartition } from './mount.js';
 import type { MountCache } from './mount-cache.js';
-import { loadTrustedCertificates, readVeritySignature, verifyVeritySignature, VeritySignatureError } from './signature.js';
+// Loaded at the first signature check: pkijs and asn1js cost ~100 ms of daemon start-up.
+let signatureModule: Promise<typeof import('./signature.js')> | undefined;
+const loadSignature = (): Promise<typeof import('./signature.js')> => (signatureModule ??= import('./signature.js'));
 import { checkTrustedImage, effectiveImagePolicy } from './trust.js';
 import { verifyPartition } from './verity.js';
 
@@ -157,7 +159,8 @@ async function mountSelected(
   ctx: CallContext,
 ): Promise<Mounted[]> {
   const mounted: Mounted[] = [];
-  const release = (): void => mounted.forEach((m) => fs.closeSync(m.fd));
+  // splice: fds released on disconnect must not be closed again by the catch below.
+  const release = (): void => mounted.splice(0).forEach((m) => fs.closeSync(m.fd));
   ctx.onDisconnect(release);
   try {
     for (const { partition, protection } of selected) {
@@ -197,6 +200,7 @@ async function mountVerified(
 ): Promise<{ fd: number; fileSystemType: string }> {
   const verity = p.verity!;
   if (protection === 'signed') {
+    const { loadTrustedCertificates, readVeritySignature, verifyVeritySignature } = await loadSignature();
     const sig = readVeritySignature(imageFd, verity.signature!.offset, verity.signature!.size);
     const { certificates } = loadTrustedCertificates(cfg.certificateDirectories);
     await verifyVeritySignature(sig, { trusted: certificates, expectedRootHash: verity.rootHash });
@@ -217,10 +221,15 @@ async function mountVerified(
   return { fd: cloneForCaller(mount.baseMountFd, usernsFd, true), fileSystemType: mount.fileSystemType };
 }
 
+/** instanceof would need the lazily loaded module. */
+function isVeritySignatureError(err: unknown): err is Error & { toVarlinkError(): VarlinkError } {
+  return err instanceof Error && err.name === 'VeritySignatureError' && typeof (err as { toVarlinkError?: unknown }).toVarlinkError === 'function';
+}
+
 export function toVarlinkError(err: unknown): Error {
   if (err instanceof VarlinkError) return err;
   if (isMountFsError(err)) return err.toVarlink();
-  if (err instanceof VeritySignatureError) return err.toVarlinkError();
+  if (isVeritySignatureError(err)) return err.toVarlinkError();
   if (isSysError(err)) return systemError(err);
   if (err instanceof Error && err.message === 'client disconnected') return new VarlinkError(ERR.System, { origin: 'linux', errnoName: 'ECONNRESET', errno: 104 });
   return err instanceof Error ? err : new Error(String(err));
