@@ -1,20 +1,35 @@
 #!/usr/bin/env node
-// The `mountgate` command: dispatches to one module per subcommand.
-import { buildCommand } from './build.js';
-import { mntfsdCommand, userdbdCommand } from './daemons.js';
-import { inspectCommand } from './inspect.js';
-import { statusCommand } from './status.js';
-import { runCommand } from './run.js';
+// The `mountgate` command: dispatches to one module per subcommand. Modules are imported
+// only when their command runs: a socket-activated daemon should not pay for loading the
+// image builder's or the inspector's dependencies before its first reply.
 
 type Command = (args: string[]) => Promise<number>;
 
-const COMMANDS: Record<string, { run: Command; summary: string }> = {
-  userdbd: { run: userdbdCommand, summary: 'run the user namespace range daemon (io.systemd.NamespaceResource)' },
-  mntfsd: { run: mntfsdCommand, summary: 'run the image mount daemon (io.systemd.MountFileSystem)' },
-  run: { run: runCommand, summary: 'run a command inside a signed image as root of a transient user namespace' },
-  build: { run: buildCommand, summary: 'make a signed disk image (erofs + verity + signature) from a directory' },
-  inspect: { run: inspectCommand, summary: "show an image's partitions, verity and signature status, and whether mntfsd would mount it" },
-  status: { run: statusCommand, summary: 'show ranges in use, mounts handed out and whether the BPF policy is attached' },
+const COMMANDS: Record<string, { load: () => Promise<Command>; summary: string }> = {
+  userdbd: {
+    load: async () => (await import('./daemons.js')).userdbdCommand,
+    summary: 'run the user namespace range daemon (io.systemd.NamespaceResource)',
+  },
+  mntfsd: {
+    load: async () => (await import('./daemons.js')).mntfsdCommand,
+    summary: 'run the image mount daemon (io.systemd.MountFileSystem)',
+  },
+  run: {
+    load: async () => (await import('./run.js')).runCommand,
+    summary: 'run a command inside a signed image as root of a transient user namespace',
+  },
+  build: {
+    load: async () => (await import('./build.js')).buildCommand,
+    summary: 'make a signed disk image (erofs + verity + signature) from a directory',
+  },
+  inspect: {
+    load: async () => (await import('./inspect.js')).inspectCommand,
+    summary: "show an image's partitions, verity and signature status, and whether mntfsd would mount it",
+  },
+  status: {
+    load: async () => (await import('./status.js')).statusCommand,
+    summary: 'show ranges in use, mounts handed out and whether the BPF policy is attached',
+  },
 };
 
 function usage(): string {
@@ -29,12 +44,12 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(usage());
     return cmd === undefined ? 2 : 0;
   }
-  const command = COMMANDS[cmd];
+  const command = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
   if (!command) {
     process.stderr.write(`mountgate: unknown command '${cmd}'\n${usage()}`);
     return 2;
   }
-  return command.run(rest);
+  return (await command.load())(rest);
 }
 
 main(process.argv.slice(2)).then(
