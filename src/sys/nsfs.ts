@@ -95,6 +95,17 @@ export type Liveness = 'alive' | 'dead' | 'unknown';
  */
 export function userNamespaceLiveness(nsId: string, inode: number): Liveness {
   if (!nsId) return 'unknown';
+  try {
+    fs.closeSync(openUserNamespaceByHandle(nsId, inode));
+    return 'alive';
+  } catch (e) {
+    if (e instanceof SysError && e.code === 'ESTALE') return 'dead';
+    return 'unknown'; // older kernel or no permission: never reap what is not provably dead
+  }
+}
+
+/** Opens the user namespace {nsId, inode} by its nsfs file handle (ESTALE once it is gone). */
+export function openUserNamespaceByHandle(nsId: string, inode: number): number {
   // struct file_handle { u32 handle_bytes; int handle_type; struct nsfs_file_handle { u64 ns_id; u32 ns_type; u32 ns_inum; } }
   const fh = Buffer.alloc(24);
   fh.writeUInt32LE(16, 0);
@@ -102,12 +113,5 @@ export function userNamespaceLiveness(nsId: string, inode: number): Liveness {
   fh.writeBigUInt64LE(BigInt(nsId), 8);
   fh.writeUInt32LE(CLONE_NEWUSER, 16);
   fh.writeUInt32LE(inode >>> 0, 20);
-  try {
-    const fd = check(syscall(NR.open_by_handle_at, 'int', FD_NSFS_ROOT, 'void *', fh, 'int', 0 /* O_RDONLY */), 'open_by_handle_at');
-    fs.closeSync(fd);
-    return 'alive';
-  } catch (e) {
-    if (e instanceof SysError && e.code === 'ESTALE') return 'dead';
-    return 'unknown'; // older kernel or no permission: never reap what is not provably dead
-  }
+  return check(syscall(NR.open_by_handle_at, 'int', FD_NSFS_ROOT, 'void *', fh, 'int', 0 /* O_RDONLY */), 'open_by_handle_at');
 }

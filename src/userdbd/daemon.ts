@@ -51,8 +51,9 @@ export async function startUserdbd(opts: UserdbdOptions = {}): Promise<Userdbd> 
   const registry = Registry.open(opts.stateDir ?? DEFAULT_STATE_DIR);
   const resource = new NamespaceResource({ registry, policy: opts.policy, allowWithoutPolicy: opts.allowWithoutPolicy });
   const reaped = await resource.reapDead();
+  const unmapped = await resource.settlePending();
   resource.manageAll();
-  log.info({ registered: registry.size, reaped, policy: opts.policy?.status() }, 'registry loaded');
+  log.info({ registered: registry.size, reaped, unmapped, policy: opts.policy?.status() }, 'registry loaded');
 
   let closing: Promise<void> | undefined;
   let resolveDone = (): void => {};

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { CallContext, Handler, HandlerResult, Service } from '../ipc/server.js';
 import { VarlinkError, invalidParameter, permissionDenied, systemError } from '../ipc/errors.js';
-import { nsGetParent, userNamespaceInfo, userNamespaceLiveness, type UserNamespaceInfo } from '../sys/nsfs.js';
+import { nsGetParent, openUserNamespaceByHandle, userNamespaceInfo, userNamespaceLiveness, type UserNamespaceInfo } from '../sys/nsfs.js';
 import { fdFlags, statfsType } from '../sys/stat.js';
 import { joinUserNamespace, type UserNamespaceMember } from '../sys/nshelper.js';
 import { NAMESPACE_RESOURCE_IDL } from './interfaces.js';
@@ -127,6 +127,49 @@ export class NamespaceResource {
     });
   }
 
+  /** Settles allocations a crash cut off between the record and the maps (startup): a living
+   * namespace keeps its record if its maps were written, otherwise the record goes. */
+  async settlePending(): Promise<number> {
+    return this.registry.exclusive(async () => {
+      let dropped = 0;
+      for (const rec of this.registry.all()) {
+        if (!rec.pending) continue;
+        let fd: number;
+        try {
+          fd = openUserNamespaceByHandle(rec.nsId, rec.userns);
+        } catch {
+          continue; // dead or unknown: the liveness sweep decides
+        }
+        try {
+          const member = await joinUserNamespace(fd);
+          let mapped: boolean;
+          try {
+            mapped = readMap(member.pid, 'uid_map') !== '';
+          } finally {
+            await member.release();
+          }
+          if (mapped) this.markMapped(rec.userns);
+          else {
+            this.drop(rec);
+            dropped++;
+          }
+        } finally {
+          fs.closeSync(fd);
+        }
+      }
+      return dropped;
+    });
+  }
+
+  /** Clears the pending mark once the maps are written; runs under the registry lock. */
+  private markMapped(inode: number): void {
+    const cur = this.registry.byUserns(inode);
+    if (!cur?.pending) return;
+    const done: NamespaceRecord = { ...cur };
+    delete done.pending;
+    this.registry.put(done);
+  }
+
   /** Puts every registered namespace (back) under the policy, e.g. after a daemon restart. */
   manageAll(): void {
     for (const rec of this.registry.all()) this.policy?.manage(rec.userns);
@@ -171,6 +214,7 @@ export class NamespaceResource {
           await this.registry.exclusive(() => this.drop(rec));
           throw e;
         }
+        await this.registry.exclusive(() => this.markMapped(rec.userns));
         return { name };
       } finally {
         if (t.parent) fs.closeSync(t.parent.fd);
@@ -224,6 +268,7 @@ export class NamespaceResource {
       ...(parent ? { parent: parent.inode } : {}),
       cgroups: [],
       delegates,
+      pending: true,
     };
     this.registry.put(rec);
     return rec;
@@ -317,6 +362,8 @@ export class NamespaceResource {
     const rec = this.registeredRecord(ctx.fd(p.userNamespaceFileDescriptor, 'userNamespaceFileDescriptor'));
     if (rec.size === 0 || rec.start === undefined) throw fail(NR_ERR.WithoutUserRange);
     const cfd = ctx.fd(p.controlGroupFileDescriptor, 'controlGroupFileDescriptor');
+    // An O_PATH fd passes fstat/fstatfs but cannot be fchown'd: refuse it before anything.
+    if (fdFlags(cfd).path) throw invalidParameter('controlGroupFileDescriptor');
     const st = fs.fstatSync(cfd);
     if (!st.isDirectory() || statfsType(cfd) !== CGROUP2_SUPER_MAGIC) throw invalidParameter('controlGroupFileDescriptor');
     const dir = fs.readlinkSync(`/proc/self/fd/${cfd}`);

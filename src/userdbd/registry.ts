@@ -31,6 +31,8 @@ const RecordSchema = z.object({
   parent: z.number().int().nonnegative().optional(),
   cgroups: z.array(z.string()),
   delegates: z.array(DelegationSchema),
+  /** Written before the maps, cleared once they are: a crash in between leaves it set. */
+  pending: z.boolean().optional(),
 });
 
 export type Delegation = z.infer<typeof DelegationSchema>;

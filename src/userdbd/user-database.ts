@@ -25,16 +25,17 @@ type Kind = 'user' | 'group';
 export function userDatabaseService(registry: Registry): Service {
   const lookup = (kind: Kind, p: Record<string, unknown>): Hit => {
     if (p.service !== USERDB_SERVICE) throw err('BadService');
-    const id = (kind === 'user' ? p.uid : p.gid) as number | undefined;
-    const name = (kind === 'user' ? p.userName : p.groupName) as string | undefined;
+    // Optional fields may come as null, which means not given.
+    const id = ((kind === 'user' ? p.uid : p.gid) ?? undefined) as number | undefined;
+    const name = ((kind === 'user' ? p.userName : p.groupName) ?? undefined) as string | undefined;
     if (id === undefined && name === undefined) throw err('EnumerationNotSupported');
     const hit = name !== undefined ? byName(registry, name) : byNumber(registry, kind, id as number);
     if (!hit) throw err('NoRecordFound');
     if (name !== undefined && id !== undefined && idOf(kind, hit) !== id) throw err('ConflictingRecordFound');
     const num = idOf(kind, hit);
-    const min = (kind === 'user' ? p.uidMin : p.gidMin) as number | undefined;
-    const max = (kind === 'user' ? p.uidMax : p.gidMax) as number | undefined;
-    const mask = p.dispositionMask as string[] | undefined;
+    const min = ((kind === 'user' ? p.uidMin : p.gidMin) ?? undefined) as number | undefined;
+    const max = ((kind === 'user' ? p.uidMax : p.gidMax) ?? undefined) as number | undefined;
+    const mask = (p.dispositionMask ?? undefined) as string[] | undefined;
     if ((min !== undefined && num < min) || (max !== undefined && num > max) || (mask && !mask.includes(disposition(hit.rec)))) {
       throw err('NonMatchingRecordFound');
     }
