@@ -1,7 +1,7 @@
 // `mountgate build DIR IMAGE --key KEY --cert CERT [--json]`: a signed DDI without systemd-repart.
 import fs from 'node:fs';
-import { parseArgs } from 'node:util';
 import { buildDdi } from '../image-builder/build-ddi.js';
+import { parseCommand, usageError, type Command } from './args.js';
 import { progressBar } from './progress.js';
 
 export const BUILD_USAGE = `Usage: mountgate build DIR IMAGE --key KEY --cert CERT [--json]
@@ -20,10 +20,7 @@ Options:
 Exit status: 0 built, 1 build failed, 2 usage error.
 `;
 
-function usageError(msg: string): number {
-  process.stderr.write(`mountgate build: ${msg}\n${BUILD_USAGE}`);
-  return 2;
-}
+const BUILD: Command = { name: 'build', usage: BUILD_USAGE };
 
 function readPem(file: string, what: string): string {
   try {
@@ -34,35 +31,20 @@ function readPem(file: string, what: string): string {
   }
 }
 
-function parse(args: string[]) {
-  return parseArgs({
-    args,
+export async function buildCommand(args: string[]): Promise<number> {
+  const parsed = parseCommand(BUILD, args, {
     allowPositionals: true,
-    strict: true,
     options: {
       key: { type: 'string' },
       cert: { type: 'string' },
       json: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
     },
   });
-}
-
-export async function buildCommand(args: string[]): Promise<number> {
-  let parsed: ReturnType<typeof parse>;
-  try {
-    parsed = parse(args);
-  } catch (err) {
-    return usageError(err instanceof Error ? err.message : String(err));
-  }
+  if (typeof parsed === 'number') return parsed;
   const { values, positionals } = parsed;
-  if (values.help) {
-    process.stdout.write(BUILD_USAGE);
-    return 0;
-  }
-  if (positionals.length !== 2) return usageError('expected exactly two arguments, DIR and IMAGE');
-  if (!values.key) return usageError('--key KEY is required');
-  if (!values.cert) return usageError('--cert CERT is required');
+  if (positionals.length !== 2) return usageError(BUILD, 'expected exactly two arguments, DIR and IMAGE');
+  if (!values.key) return usageError(BUILD, '--key KEY is required');
+  if (!values.cert) return usageError(BUILD, '--cert CERT is required');
   const [sourceDir, output] = positionals as [string, string];
 
   const bar = progressBar('hashing');

@@ -1,10 +1,10 @@
 // `mountgate mntfsd` and `mountgate userdbd`: parse options, start the daemon, stop on signals.
-import { parseArgs } from 'node:util';
 import { DEFAULT_PIN_DIR, UsernsPolicy } from '../bpf/policy.js';
 import { createLogger } from '../log.js';
 import { MNTFSD_SOCKET, startMntfsd, USERDBD_SOCKET } from '../mntfsd/daemon.js';
 import { DEFAULT_STATE_DIR, DEFAULT_USERDB_LINK, startUserdbd, type NamespacePolicy } from '../userdbd/daemon.js';
 import { UnenforcedPolicy } from '../userdbd/unenforced-policy.js';
+import { parseCommand, usageError, type Command, type CommandOptions, type ParsedCommand } from './args.js';
 
 export const MNTFSD_USAGE = `Usage: mountgate mntfsd [OPTIONS]
 
@@ -61,31 +61,45 @@ function loadPolicy(pinDir: string, allowWithout: boolean): NamespacePolicy {
   return new UnenforcedPolicy(lsm, reason);
 }
 
+const USERDBD: Command = { name: 'userdbd', usage: USERDBD_USAGE };
+const MNTFSD: Command = { name: 'mntfsd', usage: MNTFSD_USAGE };
+
+/** The options both daemons take. */
+const DAEMON_OPTIONS = {
+  listen: { type: 'string' },
+  'state-dir': { type: 'string' },
+  'idle-exit': { type: 'string' },
+} as const;
+
+interface ParsedDaemon<O extends CommandOptions> {
+  values: ParsedCommand<typeof DAEMON_OPTIONS & O>['values'];
+  idleExitSeconds: number | undefined;
+}
+
+/** parseCommand() with the daemons' common options, and --idle-exit checked. */
+function parseDaemon<const O extends CommandOptions>(cmd: Command, args: string[], options: O): ParsedDaemon<O> | number {
+  const parsed = parseCommand(cmd, args, { options: { ...DAEMON_OPTIONS, ...options } });
+  if (typeof parsed === 'number') return parsed;
+  const { values } = parsed;
+  const idle = 'idle-exit' in values && typeof values['idle-exit'] === 'string' ? Number(values['idle-exit']) : undefined;
+  if (idle !== undefined && !(idle > 0)) return usageError(cmd, '--idle-exit must be a positive number');
+  return { values, idleExitSeconds: idle };
+}
+
 export async function userdbdCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      listen: { type: 'string' },
-      'state-dir': { type: 'string' },
-      'userdb-link': { type: 'string' },
-      'bpf-pin-dir': { type: 'string' },
-      'allow-without-policy': { type: 'boolean' },
-      'idle-exit': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
+  const parsed = parseDaemon(USERDBD, args, {
+    'userdb-link': { type: 'string' },
+    'bpf-pin-dir': { type: 'string' },
+    'allow-without-policy': { type: 'boolean' },
   });
-  if (values.help) {
-    process.stdout.write(USERDBD_USAGE);
-    return 0;
-  }
-  const idle = parseIdle(values['idle-exit'], 'userdbd', USERDBD_USAGE);
-  if (idle === null) return 2;
+  if (typeof parsed === 'number') return parsed;
+  const { values, idleExitSeconds } = parsed;
   const policy = loadPolicy(values['bpf-pin-dir'] ?? DEFAULT_PIN_DIR, values['allow-without-policy'] === true);
   const daemon = await startUserdbd({
     listen: values.listen,
     stateDir: values['state-dir'],
     userdbLink: values['userdb-link'] === 'none' ? null : values['userdb-link'],
-    idleExitSeconds: idle,
+    idleExitSeconds,
     policy,
     allowWithoutPolicy: values['allow-without-policy'] === true,
   });
@@ -95,45 +109,25 @@ export async function userdbdCommand(args: string[]): Promise<number> {
   return -1;
 }
 
-/** undefined: not given; null: invalid (usage printed). */
-function parseIdle(value: string | undefined, cmd: string, usage: string): number | undefined | null {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (n > 0) return n;
-  process.stderr.write(`mountgate ${cmd}: --idle-exit must be a positive number\n${usage}`);
-  return null;
-}
-
 function stopOnSignals(stop: () => void): void {
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
 }
 
 export async function mntfsdCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      listen: { type: 'string' },
-      userdbd: { type: 'string' },
-      'verity-certs': { type: 'string', multiple: true },
-      'trusted-dir': { type: 'string', multiple: true },
-      'state-dir': { type: 'string' },
-      'idle-exit': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
+  const parsed = parseDaemon(MNTFSD, args, {
+    userdbd: { type: 'string' },
+    'verity-certs': { type: 'string', multiple: true },
+    'trusted-dir': { type: 'string', multiple: true },
   });
-  if (values.help) {
-    process.stdout.write(MNTFSD_USAGE);
-    return 0;
-  }
-  const idle = parseIdle(values['idle-exit'], 'mntfsd', MNTFSD_USAGE);
-  if (idle === null) return 2;
+  if (typeof parsed === 'number') return parsed;
+  const { values, idleExitSeconds } = parsed;
   const daemon = startMntfsd({
     listen: values.listen,
     userdbd: values.userdbd === 'none' ? null : values.userdbd,
     certificateDirectories: values['verity-certs'],
     trustedDirectories: values['trusted-dir'],
-    idleExitSeconds: idle,
+    idleExitSeconds,
   });
   stopOnSignals(() => daemon.close());
   return -1;

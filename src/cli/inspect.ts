@@ -2,7 +2,6 @@
 // unprivileged caller. Runs mntfsd's own steps (trust by location, policy, dissection,
 // partition selection, signature check, optionally verity verification) without mounting.
 import fs from 'node:fs';
-import { parseArgs } from 'node:util';
 import { VarlinkError } from '../ipc/errors.js';
 import { dissectImage, type DissectedPartition } from '../mntfsd/ddi/dissect.js';
 import { formatImagePolicy, type Protection } from '../mntfsd/image-policy.js';
@@ -17,6 +16,7 @@ import {
 } from '../mntfsd/signature.js';
 import { checkTrustedImage, effectiveImagePolicy } from '../mntfsd/trust.js';
 import { verifyPartition } from '../mntfsd/verity.js';
+import { parseCommand, singlePositional, type Command } from './args.js';
 import { progressBar } from './progress.js';
 
 export const INSPECT_USAGE = `Usage: mountgate inspect IMAGE [OPTIONS]
@@ -271,42 +271,26 @@ export function formatReport(r: InspectReport): string {
   return `${head.join('\n')}\n\n${r.partitions.length ? `${table(rows)}\n\n` : ''}${verdict}\n`;
 }
 
-function parse(args: string[]) {
-  return parseArgs({
-    args,
+const INSPECT: Command = { name: 'inspect', usage: INSPECT_USAGE };
+
+export async function inspectCommand(args: string[]): Promise<number> {
+  const parsed = parseCommand(INSPECT, args, {
     allowPositionals: true,
-    strict: true,
     options: {
       'verity-certs': { type: 'string', multiple: true },
       'trusted-dir': { type: 'string', multiple: true },
       verify: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
     },
   });
-}
-
-export async function inspectCommand(args: string[]): Promise<number> {
-  let parsed: ReturnType<typeof parse>;
-  try {
-    parsed = parse(args);
-  } catch (err) {
-    process.stderr.write(`mountgate inspect: ${(err as Error).message}\n${INSPECT_USAGE}`);
-    return 2;
-  }
+  if (typeof parsed === 'number') return parsed;
   const { values, positionals } = parsed;
-  if (values.help) {
-    process.stdout.write(INSPECT_USAGE);
-    return 0;
-  }
-  if (positionals.length !== 1) {
-    process.stderr.write(`mountgate inspect: ${positionals.length === 0 ? 'missing IMAGE' : `unexpected argument '${positionals[1]}'`}\n${INSPECT_USAGE}`);
-    return 2;
-  }
+  const image = singlePositional(INSPECT, positionals, 'IMAGE');
+  if (typeof image === 'number') return image;
   const bar = values.verify ? progressBar('verifying') : undefined;
   let report: InspectReport;
   try {
-    report = await inspectImage(positionals[0]!, {
+    report = await inspectImage(image, {
       certificateDirectories: values['verity-certs'],
       trustedDirectories: values['trusted-dir'],
       verify: values.verify,

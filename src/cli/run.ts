@@ -4,10 +4,10 @@
 // multi-threaded Node process cannot setns() or unshare a mount namespace.
 import fs from 'node:fs';
 import os from 'node:os';
-import { parseArgs } from 'node:util';
 import { allocateUserRange, mountImage, MNTFSD_SOCKET, USERDBD_SOCKET, type PartitionMount } from '../client/index.js';
 import { VarlinkError } from '../ipc/errors.js';
 import { createUserNamespace, spawnEnter } from '../sys/nshelper.js';
+import { parseCommand, singlePositional, type Command } from './args.js';
 
 export const RUN_USAGE = `Usage: mountgate run IMAGE [OPTIONS] [-- CMD [ARGS...]]
 
@@ -40,28 +40,12 @@ const MOUNT_POINTS: ReadonlyArray<readonly [designator: string, path: string]> =
 
 class RunError extends Error {}
 
-function usageError(msg: string): number {
-  process.stderr.write(`mountgate run: ${msg}\n${RUN_USAGE}`);
-  return 2;
-}
+const RUN: Command = { name: 'run', usage: RUN_USAGE };
 
 /** Splits at the first "--": our options before it, CMD after it. */
 function splitCommand(args: string[]): { own: string[]; command: string[] } {
   const i = args.indexOf('--');
   return i < 0 ? { own: args, command: [] } : { own: args.slice(0, i), command: args.slice(i + 1) };
-}
-
-function parse(own: string[]) {
-  return parseArgs({
-    args: own,
-    allowPositionals: true,
-    strict: true,
-    options: {
-      userdbd: { type: 'string' },
-      mntfsd: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
 }
 
 /** Turns a failed step into one line naming the daemon's error. */
@@ -147,20 +131,19 @@ async function run(image: string, command: string[], opts: { userdbd?: string; m
 
 export async function runCommand(args: string[]): Promise<number> {
   const { own, command } = splitCommand(args);
-  let parsed: ReturnType<typeof parse>;
-  try {
-    parsed = parse(own);
-  } catch (err) {
-    return usageError((err as Error).message);
-  }
+  const parsed = parseCommand(RUN, own, {
+    allowPositionals: true,
+    options: {
+      userdbd: { type: 'string' },
+      mntfsd: { type: 'string' },
+    },
+  });
+  if (typeof parsed === 'number') return parsed;
   const { values, positionals } = parsed;
-  if (values.help) {
-    process.stdout.write(RUN_USAGE);
-    return 0;
-  }
-  if (positionals.length !== 1) return usageError(positionals.length === 0 ? 'missing IMAGE' : `unexpected argument '${positionals[1]}'`);
+  const image = singlePositional(RUN, positionals, 'IMAGE');
+  if (typeof image === 'number') return image;
   try {
-    return await run(positionals[0], command, { userdbd: values.userdbd, mntfsd: values.mntfsd });
+    return await run(image, command, { userdbd: values.userdbd, mntfsd: values.mntfsd });
   } catch (err) {
     if (!(err instanceof RunError)) throw err;
     process.stderr.write(`mountgate run: ${err.message}\n`);

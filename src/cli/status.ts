@@ -1,10 +1,10 @@
 // `mountgate status`: what the daemons hold right now: user ranges and their owners, the BPF
 // policy, verified images and mounts handed out. Asks each daemon's io.mountgate.*.GetStatus.
-import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { MNTFSD_SOCKET, USERDBD_SOCKET } from '../client/index.js';
 import { VarlinkClient } from '../ipc/client.js';
 import { VarlinkError } from '../ipc/errors.js';
+import { parseCommand, type Command } from './args.js';
 
 export const STATUS_USAGE = `Usage: mountgate status [OPTIONS]
 
@@ -149,32 +149,18 @@ export function formatStatus(s: Status): string {
   return `${[...userdbdText(s.userdbd), '', ...mntfsdText(s.mntfsd)].join('\n')}\n`;
 }
 
-function parse(args: string[]) {
-  return parseArgs({
-    args,
-    strict: true,
+const STATUS: Command = { name: 'status', usage: STATUS_USAGE };
+
+export async function statusCommand(args: string[]): Promise<number> {
+  const parsed = parseCommand(STATUS, args, {
     options: {
       userdbd: { type: 'string' },
       mntfsd: { type: 'string' },
       json: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
     },
   });
-}
-
-export async function statusCommand(args: string[]): Promise<number> {
-  let parsed: ReturnType<typeof parse>;
-  try {
-    parsed = parse(args);
-  } catch (err) {
-    process.stderr.write(`mountgate status: ${(err as Error).message}\n${STATUS_USAGE}`);
-    return 2;
-  }
+  if (typeof parsed === 'number') return parsed;
   const { values } = parsed;
-  if (values.help) {
-    process.stdout.write(STATUS_USAGE);
-    return 0;
-  }
   const status = await getStatus({ userdbd: values.userdbd, mntfsd: values.mntfsd });
   process.stdout.write(values.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
   return status.userdbd.state === 'unreachable' && status.mntfsd.state === 'unreachable' ? 1 : 0;

@@ -2,18 +2,13 @@
 // the Varlink error name and exit status, for a trusted signed image, an image signed by an
 // untrusted key, and an unsigned file system (also placed in a trusted directory).
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { buildDdi } from '../../src/image-builder/build-ddi.js';
 import type { InspectReport } from '../../src/cli/inspect.js';
-
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const CLI = [process.execPath, '--import', 'tsx', path.join(repo, 'src/cli/main.ts')];
-const AS_USER = ['setpriv', '--reuid=1000', '--regid=1000', '--clear-groups'];
+import { buildSignedImages, cliAsUser, cliJsonAsUser, unwired, type UserRun } from '../e2e/daemons.js';
 
 let skipReason: string | undefined;
 let tmp = '';
@@ -21,35 +16,18 @@ let certs = '';
 let trustedDir = '';
 const img = { signed: '', untrusted: '', unsigned: '', unsignedTrusted: '' };
 
-function makeKey(dir: string, cn: string): { keyPem: string; certPem: string; cert: string } {
-  const key = path.join(dir, `${cn}.key`);
-  const cert = path.join(dir, `${cn}.crt`);
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '30', '-subj', `/CN=${cn}`], { stdio: 'ignore' });
-  return { keyPem: fs.readFileSync(key, 'utf8'), certPem: fs.readFileSync(cert, 'utf8'), cert };
-}
-
-before(async () => {
-  const r = spawnSync(CLI[0], [...CLI.slice(1), 'inspect', '--help'], { stdio: 'ignore' });
-  if (r.status !== 0) {
-    skipReason = "'mountgate inspect' is not wired into src/cli/main.ts yet";
-    return;
-  }
+before(() => {
+  skipReason = unwired('inspect');
+  if (skipReason) return;
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mountgate-inspect-'));
   fs.chmodSync(tmp, 0o755); // uid 1000 reads the images and certificates
   const tree = path.join(tmp, 'tree');
   fs.mkdirSync(path.join(tree, 'etc'), { recursive: true });
   fs.writeFileSync(path.join(tree, 'etc/hello'), 'hello\n');
-  const keys = fs.mkdtempSync(path.join(tmp, 'keys-'));
-  const trusted = makeKey(keys, 'trusted');
-  const untrusted = makeKey(keys, 'untrusted');
-  certs = path.join(tmp, 'certs');
-  fs.mkdirSync(certs);
-  fs.copyFileSync(trusted.cert, path.join(certs, 'trusted.crt'));
-
-  img.signed = path.join(tmp, 'signed.raw');
-  img.untrusted = path.join(tmp, 'untrusted.raw');
-  await buildDdi({ sourceDir: tree, output: img.signed, keyPem: trusted.keyPem, certPem: trusted.certPem });
-  await buildDdi({ sourceDir: tree, output: img.untrusted, keyPem: untrusted.keyPem, certPem: untrusted.certPem });
+  const signed = buildSignedImages(tree, tmp);
+  certs = signed.certs;
+  img.signed = signed.trusted;
+  img.untrusted = signed.untrusted;
   img.unsigned = path.join(tmp, 'unsigned.erofs');
   execFileSync('mkfs.erofs', ['--quiet', img.unsigned, tree], { stdio: 'ignore' });
   trustedDir = path.join(tmp, 'machines');
@@ -63,20 +41,12 @@ after(() => {
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-function inspect(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(AS_USER[0], [...AS_USER.slice(1), ...CLI, 'inspect', ...args], { encoding: 'utf8', timeout: 60_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const inspect = (args: string[]): Promise<UserRun> => cliAsUser('inspect', args);
+const inspectJson = (args: string[]) => cliJsonAsUser<InspectReport>('inspect', args);
 
-function inspectJson(args: string[]): { status: number | null; report: InspectReport } {
-  const r = inspect([...args, '--json']);
-  assert.ok(r.stdout.startsWith('{'), `no JSON: ${r.stderr.slice(-1500)}`);
-  return { status: r.status, report: JSON.parse(r.stdout) as InspectReport };
-}
-
-test('inspect: a signed image whose certificate is trusted is accepted (exit 0), with partition details', (t) => {
+test('inspect: a signed image whose certificate is trusted is accepted (exit 0), with partition details', async (t) => {
   if (skipReason) return t.skip(skipReason);
-  const { status, report } = inspectJson([img.signed, '--verity-certs', certs, '--verify']);
+  const { status, report } = await inspectJson([img.signed, '--verity-certs', certs, '--verify']);
   assert.equal(status, 0);
   assert.equal(report.accepted, true);
   assert.equal(report.error, null);
@@ -100,52 +70,52 @@ test('inspect: a signed image whose certificate is trusted is accepted (exit 0),
   // Partition UUIDs are the halves of the root hash (UAPI.2).
   assert.equal(root.uuid?.replaceAll('-', ''), root.verity?.rootHash.slice(0, 32));
 
-  const human = inspect([img.signed, '--verity-certs', certs]);
+  const human = await inspect([img.signed, '--verity-certs', certs]);
   assert.equal(human.status, 0);
   assert.match(human.stdout, /^1 +root +erofs .* signed by CN=trusted/m);
   assert.match(human.stdout, /^Verdict: +accepted/m);
   assert.equal(human.stderr, ''); // no progress bar on a pipe
 });
 
-test('inspect: an image signed by an untrusted key is refused with KeyNotFound (exit 1)', (t) => {
+test('inspect: an image signed by an untrusted key is refused with KeyNotFound (exit 1)', async (t) => {
   if (skipReason) return t.skip(skipReason);
-  const { status, report } = inspectJson([img.untrusted, '--verity-certs', certs]);
+  const { status, report } = await inspectJson([img.untrusted, '--verity-certs', certs]);
   assert.equal(status, 1);
   assert.equal(report.accepted, false);
   assert.equal(report.error, 'io.systemd.MountFileSystem.KeyNotFound');
   assert.equal(report.partitions[0]!.verity?.signature.status, 'untrusted');
   assert.ok(report.partitions.every((p) => p.use === null));
-  const human = inspect([img.untrusted, '--verity-certs', certs]);
+  const human = await inspect([img.untrusted, '--verity-certs', certs]);
   assert.equal(human.status, 1);
   assert.match(human.stdout, /refused: io\.systemd\.MountFileSystem\.KeyNotFound/);
   assert.match(human.stdout, /signed, key not trusted/);
 });
 
-test('inspect: an unsigned file system is DeniedByImagePolicy, unless it lies in a trusted directory', (t) => {
+test('inspect: an unsigned file system is DeniedByImagePolicy, unless it lies in a trusted directory', async (t) => {
   if (skipReason) return t.skip(skipReason);
-  const denied = inspectJson([img.unsigned, '--verity-certs', certs]);
+  const denied = await inspectJson([img.unsigned, '--verity-certs', certs]);
   assert.equal(denied.status, 1);
   assert.equal(denied.report.error, 'io.systemd.MountFileSystem.DeniedByImagePolicy');
   assert.match(denied.report.reason ?? '', /unprotected root/);
   assert.equal(denied.report.partitionTable, false);
   assert.deepEqual(denied.report.partitions.map((p) => [p.designator, p.partitionNumber, p.fileSystemType, p.verity]), [['root', null, 'erofs', null]]);
 
-  const trusted = inspectJson([img.unsignedTrusted, '--trusted-dir', trustedDir]);
+  const trusted = await inspectJson([img.unsignedTrusted, '--trusted-dir', trustedDir]);
   assert.equal(trusted.status, 0);
   assert.equal(trusted.report.trustedByLocation, true);
   assert.equal(trusted.report.imagePolicy, '*');
   assert.equal(trusted.report.partitions[0]!.use, 'unprotected');
 });
 
-test('inspect: usage errors exit 2, an unreadable image exits 1, --help exits 0', (t) => {
+test('inspect: usage errors exit 2, an unreadable image exits 1, --help exits 0', async (t) => {
   if (skipReason) return t.skip(skipReason);
-  assert.equal(inspect([]).status, 2);
-  assert.equal(inspect([img.signed, img.signed]).status, 2);
-  assert.equal(inspect(['--bogus', img.signed]).status, 2);
-  const missing = inspect([path.join(tmp, 'nothing.raw')]);
+  assert.equal((await inspect([])).status, 2);
+  assert.equal((await inspect([img.signed, img.signed])).status, 2);
+  assert.equal((await inspect(['--bogus', img.signed])).status, 2);
+  const missing = await inspect([path.join(tmp, 'nothing.raw')]);
   assert.equal(missing.status, 1);
   assert.match(missing.stderr, /ENOENT/);
-  const help = inspect(['--help']);
+  const help = await inspect(['--help']);
   assert.equal(help.status, 0);
   assert.match(help.stdout, /^Usage: mountgate inspect IMAGE/);
 });

@@ -2,40 +2,23 @@
 // bounding sets of their units), a signed image made by `mountgate build` from a directory
 // holding a static busybox, and commands run inside it as root of a transient user namespace.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { AT_FDCWD, MOUNT_ATTR_IDMAP, MOUNT_ATTR_RDONLY, mountSetattrFd, openTree } from '../../src/sys/mount-api.js';
 import { createUserNamespace, ENTER_SETUP_FAILED, joinUserNamespace, spawnEnter } from '../../src/sys/nshelper.js';
+import { buildSignedImages, cliAsUser, REPO, startDaemon, stopDaemons, unwired, type SignedImages, type UserRun } from '../e2e/daemons.js';
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const CLI = [process.execPath, '--import', 'tsx', path.join(repo, 'src/cli/main.ts')];
-const AS_USER = ['setpriv', '--reuid=1000', '--regid=1000', '--clear-groups'];
 const BUSYBOX = '/bin/busybox'; // Debian package busybox-static
 const APPLETS = ['sh', 'ls', 'id', 'cat', 'true'];
 
 let skipReason: string | undefined;
 let tmp = '';
-let trustedImage = '';
-let untrustedImage = '';
+let images: SignedImages;
 let userdbdSocket = '';
 const PIN_DIR = `/sys/fs/bpf/mountgate-test-run-${process.pid}`;
 let mntfsdSocket = '';
-const daemons: ChildProcess[] = [];
-
-function sh(cmd: string, args: string[]): void {
-  execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-/** setpriv's form of the unit's CapabilityBoundingSet= (the daemon gets no more than that). */
-function boundingSet(service: string): string {
-  const m = /^CapabilityBoundingSet=(.+)$/m.exec(fs.readFileSync(path.join(repo, 'units', service), 'utf8'));
-  assert.ok(m, `${service} has no CapabilityBoundingSet`);
-  return ['-all', ...m[1].trim().split(/\s+/).map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`)].join(',');
-}
 
 /** A small tree for the daemon-less test: busybox in bin/, plus empty mount points. */
 function makeTree(root: string): void {
@@ -47,34 +30,8 @@ function makeTree(root: string): void {
 
 function whyNotRunnable(): string | undefined {
   if (!fs.existsSync(BUSYBOX)) return `${BUSYBOX} missing (apt-get install busybox-static)`;
-  if (!fs.existsSync(path.join(repo, 'src/userdbd/daemon.ts'))) return 'src/userdbd/daemon.ts does not exist yet';
-  for (const cmd of ['userdbd', 'run']) {
-    const r = spawnSync(CLI[0], [...CLI.slice(1), cmd, '--help'], { stdio: 'ignore' });
-    if (r.status !== 0) return `'mountgate ${cmd}' is not wired into src/cli/main.ts yet`;
-  }
-  return undefined;
-}
-
-function makeKey(dir: string, cn: string): { key: string; cert: string } {
-  const key = path.join(dir, `${cn}.key`);
-  const cert = path.join(dir, `${cn}.crt`);
-  sh('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '30', '-subj', `/CN=${cn}`]);
-  return { key, cert };
-}
-
-/** Starts a daemon as root and waits until its socket exists. */
-async function startDaemon(service: string, args: string[], socket: string): Promise<void> {
-  const child = spawn('setpriv', [`--bounding-set=${boundingSet(service)}`, ...CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  daemons.push(child);
-  let stderr = '';
-  child.stderr?.setEncoding('utf8').on('data', (s: string) => {
-    if (stderr.length < 16384) stderr += s;
-  });
-  const deadline = Date.now() + 20_000;
-  while (!fs.existsSync(socket)) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`${args[0]} did not start: ${stderr.slice(-2000)}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  if (!fs.existsSync(path.join(REPO, 'src/userdbd/daemon.ts'))) return 'src/userdbd/daemon.ts does not exist yet';
+  return unwired('userdbd', 'run');
 }
 
 before(async () => {
@@ -86,58 +43,39 @@ before(async () => {
   makeTree(tree);
   fs.writeFileSync(path.join(tree, 'tmp/owned-by-1000'), 'x');
   fs.chownSync(path.join(tree, 'tmp/owned-by-1000'), 1000, 1000);
-
-  const keys = fs.mkdtempSync(path.join(tmp, 'keys-'));
-  const certs = path.join(tmp, 'certs');
-  fs.mkdirSync(certs);
-  const trusted = makeKey(keys, 'trusted');
-  const untrusted = makeKey(keys, 'untrusted');
-  fs.copyFileSync(trusted.cert, path.join(certs, 'trusted.crt'));
-  trustedImage = path.join(tmp, 'trusted.raw');
-  untrustedImage = path.join(tmp, 'untrusted.raw');
-  for (const [image, k] of [
-    [trustedImage, trusted],
-    [untrustedImage, untrusted],
-  ] as const) {
-    sh(CLI[0], [...CLI.slice(1), 'build', tree, image, '--key', k.key, '--cert', k.cert]);
-    fs.chmodSync(image, 0o644);
-  }
+  images = buildSignedImages(tree, tmp);
 
   userdbdSocket = path.join(tmp, 'userdbd.sock');
   mntfsdSocket = path.join(tmp, 'mntfsd.sock');
   const state = path.join(tmp, 'userdbd-state');
   // --allow-without-policy only matters where the kernel refuses the BPF policy (this CI VM).
-  await startDaemon('mountgate-userdbd.service', ['userdbd', '--listen', userdbdSocket, '--state-dir', state, '--bpf-pin-dir', PIN_DIR, '--allow-without-policy'], userdbdSocket);
-  await startDaemon('mountgate-mntfsd.service', ['mntfsd', '--listen', mntfsdSocket, '--userdbd', userdbdSocket, '--verity-certs', certs], mntfsdSocket);
+  await startDaemon(['userdbd', '--listen', userdbdSocket, '--state-dir', state, '--bpf-pin-dir', PIN_DIR, '--allow-without-policy'], userdbdSocket, {
+    service: 'mountgate-userdbd.service',
+  });
+  await startDaemon(['mntfsd', '--listen', mntfsdSocket, '--userdbd', userdbdSocket, '--verity-certs', images.certs], mntfsdSocket, {
+    service: 'mountgate-mntfsd.service',
+  });
 });
 
 after(async () => {
-  await Promise.all(
-    daemons.map((d) => {
-      if (d.exitCode !== null || d.signalCode !== null) return undefined;
-      const done = new Promise((r) => d.once('exit', r));
-      d.kill('SIGTERM');
-      const killer = setTimeout(() => d.kill('SIGKILL'), 5000);
-      return done.then(() => clearTimeout(killer));
-    }),
-  );
+  await stopDaemons();
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   fs.rmSync(PIN_DIR, { recursive: true, force: true });
 });
 
-/** `mountgate run` as uid 1000 against the test daemons. */
-function runAsUser(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(AS_USER[0], [...AS_USER.slice(1), ...CLI, 'run', ...args], { encoding: 'utf8', timeout: 60_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+/** `mountgate run` as uid 1000. */
+function run(args: string[]): Promise<UserRun> {
+  return cliAsUser('run', args);
 }
 
-function runImage(image: string, command: string[]): ReturnType<typeof runAsUser> {
-  return runAsUser([image, '--userdbd', userdbdSocket, '--mntfsd', mntfsdSocket, '--', ...command]);
+/** `mountgate run IMAGE -- COMMAND` as uid 1000 against the test daemons. */
+function runImage(image: string, command: string[]): Promise<UserRun> {
+  return run([image, '--userdbd', userdbdSocket, '--mntfsd', mntfsdSocket, '--', ...command]);
 }
 
-test('run: ls -ln / inside the image shows its files owned by 0, as uid 1000 on the host', (t) => {
+test('run: ls -ln / inside the image shows its files owned by 0, as uid 1000 on the host', async (t) => {
   if (skipReason) return t.skip(skipReason);
-  const r = runImage(trustedImage, ['/bin/ls', '-ln', '/', '/tmp']);
+  const r = await runImage(images.trusted, ['/bin/ls', '-ln', '/', '/tmp']);
   assert.equal(r.status, 0, r.stderr);
   for (const name of ['bin', 'usr', 'tmp']) {
     assert.match(r.stdout, new RegExp(`^d\\S+\\s+\\d+\\s+0\\s+0\\s+.* ${name}$`, 'm'), r.stdout);
@@ -148,9 +86,9 @@ test('run: ls -ln / inside the image shows its files owned by 0, as uid 1000 on 
   for (const name of ['proc', 'dev']) assert.match(r.stdout, new RegExp(`^d\\S+\\s+\\d+\\s+65534\\s+65534\\s+.* ${name}$`, 'm'), r.stdout);
 });
 
-test('run: CMD runs as uid 0 of a transient range, PID 1 of its namespace; its status is ours', (t) => {
+test('run: CMD runs as uid 0 of a transient range, PID 1 of its namespace; its status is ours', async (t) => {
   if (skipReason) return t.skip(skipReason);
-  const r = runImage(trustedImage, ['/bin/sh', '-c', 'id -u; cat /proc/self/uid_map; echo pid=$$; exit 7']);
+  const r = await runImage(images.trusted, ['/bin/sh', '-c', 'id -u; cat /proc/self/uid_map; echo pid=$$; exit 7']);
   assert.equal(r.status, 7, r.stderr);
   const [uid, map, pid] = r.stdout.trim().split('\n');
   assert.equal(uid, '0');
@@ -161,24 +99,24 @@ test('run: CMD runs as uid 0 of a transient range, PID 1 of its namespace; its s
   assert.equal(pid, 'pid=1');
 });
 
-test('run: an image signed by an untrusted key fails with KeyNotFound and exit 1', (t) => {
+test('run: an image signed by an untrusted key fails with KeyNotFound and exit 1', async (t) => {
   if (skipReason) return t.skip(skipReason);
-  const r = runImage(untrustedImage, ['/bin/true']);
+  const r = await runImage(images.untrusted, ['/bin/true']);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /MountImage: io\.systemd\.MountFileSystem\.KeyNotFound/);
 });
 
-test('run: exit codes for a missing command, an unreachable daemon and usage errors', (t) => {
+test('run: exit codes for a missing command, an unreachable daemon and usage errors', async (t) => {
   if (skipReason) return t.skip(skipReason);
-  assert.equal(runImage(trustedImage, ['/bin/nonexistent']).status, 127);
-  const unreachable = runAsUser([trustedImage, '--userdbd', path.join(tmp, 'nothing.sock'), '--mntfsd', mntfsdSocket]);
+  assert.equal((await runImage(images.trusted, ['/bin/nonexistent'])).status, 127);
+  const unreachable = await run([images.trusted, '--userdbd', path.join(tmp, 'nothing.sock'), '--mntfsd', mntfsdSocket]);
   assert.equal(unreachable.status, 1);
   assert.match(unreachable.stderr, /AllocateUserRange: daemon not reachable/);
-  const missing = runAsUser([]);
+  const missing = await run([]);
   assert.equal(missing.status, 2);
   assert.match(missing.stderr, /missing IMAGE/);
-  assert.equal(runAsUser(['--bogus', trustedImage]).status, 2);
-  const help = runAsUser(['--help']);
+  assert.equal((await run(['--bogus', images.trusted])).status, 2);
+  const help = await run(['--help']);
   assert.equal(help.status, 0);
   assert.match(help.stdout, /^Usage: mountgate run IMAGE/);
 });

@@ -2,21 +2,17 @@
 // daemons are shown (exit 1 only if both are), mntfsd's counters follow a real MountImage, and
 // userdbd lists a range it handed out with its owner and the state of the BPF policy.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { allocateUserRange, mountImage } from '../../src/client/index.js';
 import type { Status } from '../../src/cli/status.js';
 import { buildDdi } from '../../src/image-builder/build-ddi.js';
 import { createUserNamespace } from '../../src/sys/nshelper.js';
 import { fdStat } from '../../src/sys/stat.js';
-
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const CLI = [process.execPath, '--import', 'tsx', path.join(repo, 'src/cli/main.ts')];
-const AS_USER = ['setpriv', '--reuid=1000', '--regid=1000', '--clear-groups'];
+import { cliAsUser, cliJsonAsUser, startDaemon, stopDaemons, unwired, type UserRun } from '../e2e/daemons.js';
 
 let skipReason: string | undefined;
 let tmp = '';
@@ -26,32 +22,10 @@ let mntfsdSocket = '';
 let userdbdSocket = '';
 let userdbdSkip: string | undefined;
 const pinDir = `/sys/fs/bpf/mountgate-test-status-${process.pid}`;
-const daemons: ChildProcess[] = [];
-
-function cliWorks(cmd: string): boolean {
-  return spawnSync(CLI[0], [...CLI.slice(1), cmd, '--help'], { stdio: 'ignore' }).status === 0;
-}
-
-/** Starts `mountgate ARGS` as root and waits until its socket exists. */
-async function startDaemon(args: string[], socket: string): Promise<void> {
-  const child = spawn(CLI[0], [...CLI.slice(1), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  daemons.push(child);
-  let stderr = '';
-  child.stderr?.setEncoding('utf8').on('data', (s: string) => {
-    if (stderr.length < 16384) stderr += s;
-  });
-  const deadline = Date.now() + 20_000;
-  while (!fs.existsSync(socket)) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`${args[0]} did not start: ${stderr.slice(-2000)}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 before(async () => {
-  if (!cliWorks('status')) {
-    skipReason = "'mountgate status' is not wired into src/cli/main.ts yet";
-    return;
-  }
+  skipReason = unwired('status');
+  if (skipReason) return;
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mountgate-status-'));
   fs.chmodSync(tmp, 0o755);
   const tree = path.join(tmp, 'tree');
@@ -68,10 +42,8 @@ before(async () => {
 
   mntfsdSocket = path.join(tmp, 'mntfsd.sock');
   await startDaemon(['mntfsd', '--listen', mntfsdSocket, '--userdbd', 'none', '--verity-certs', certs], mntfsdSocket);
-  if (!cliWorks('userdbd')) {
-    userdbdSkip = "'mountgate userdbd' is not wired into src/cli/main.ts yet";
-    return;
-  }
+  userdbdSkip = unwired('userdbd');
+  if (userdbdSkip) return;
   userdbdSocket = path.join(tmp, 'userdbd.sock');
   // The opt-out only matters where the kernel refuses BPF-LSM programs; status reports either way.
   await startDaemon(
@@ -81,49 +53,33 @@ before(async () => {
 });
 
 after(async () => {
-  await Promise.all(
-    daemons.map((d) => {
-      if (d.exitCode !== null || d.signalCode !== null) return undefined;
-      const done = new Promise((r) => d.once('exit', r));
-      d.kill('SIGTERM');
-      const killer = setTimeout(() => d.kill('SIGKILL'), 5000);
-      return done.then(() => clearTimeout(killer));
-    }),
-  );
+  await stopDaemons();
   fs.rmSync(pinDir, { recursive: true, force: true });
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-function status(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(AS_USER[0], [...AS_USER.slice(1), ...CLI, 'status', ...args], { encoding: 'utf8', timeout: 60_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const status = (args: string[]): Promise<UserRun> => cliAsUser('status', args);
+const statusJson = (args: string[]) => cliJsonAsUser<Status>('status', args);
 
-function statusJson(args: string[]): { status: number | null; report: Status } {
-  const r = status([...args, '--json']);
-  assert.ok(r.stdout.startsWith('{'), `no JSON: ${r.stderr.slice(-1500)}`);
-  return { status: r.status, report: JSON.parse(r.stdout) as Status };
-}
-
-test('status: both daemons unreachable is exit 1 and says so; usage errors exit 2', (t) => {
+test('status: both daemons unreachable is exit 1 and says so; usage errors exit 2', async (t) => {
   if (skipReason) return t.skip(skipReason);
   const nowhere = ['--userdbd', path.join(tmp, 'no-userdbd.sock'), '--mntfsd', path.join(tmp, 'no-mntfsd.sock')];
-  const { status: code, report } = statusJson(nowhere);
+  const { status: code, report } = await statusJson(nowhere);
   assert.equal(code, 1);
   assert.deepEqual([report.userdbd.state, report.mntfsd.state], ['unreachable', 'unreachable']);
   assert.equal(report.mntfsd.state === 'unreachable' && report.mntfsd.error, 'ENOENT');
-  const human = status(nowhere);
+  const human = await status(nowhere);
   assert.equal(human.status, 1);
   assert.match(human.stdout, /^mntfsd .*\n {2}not reachable: ENOENT$/m);
-  assert.equal(status(['--bogus']).status, 2);
-  assert.equal(status(['extra']).status, 2);
-  assert.match(status(['--help']).stdout, /^Usage: mountgate status/);
+  assert.equal((await status(['--bogus'])).status, 2);
+  assert.equal((await status(['extra'])).status, 2);
+  assert.match((await status(['--help'])).stdout, /^Usage: mountgate status/);
 });
 
 test('status: mntfsd counts the mounts it handed out and lists the verified image', async (t) => {
   if (skipReason) return t.skip(skipReason);
   const args = ['--userdbd', path.join(tmp, 'no-userdbd.sock'), '--mntfsd', mntfsdSocket];
-  const before = statusJson(args);
+  const before = await statusJson(args);
   assert.equal(before.status, 0); // one daemon answered
   assert.equal(before.report.userdbd.state, 'unreachable');
   assert.deepEqual(before.report.mntfsd.state === 'ok' && before.report.mntfsd.status, { cachedImages: [], cacheHits: 0, verifications: 0, mountsHandedOut: 0 });
@@ -138,7 +94,7 @@ test('status: mntfsd counts the mounts it handed out and lists the verified imag
   } finally {
     fs.closeSync(fd);
   }
-  const afterMount = statusJson(args).report.mntfsd;
+  const afterMount = (await statusJson(args)).report.mntfsd;
   assert.equal(afterMount.state, 'ok');
   assert.deepEqual(afterMount.state === 'ok' && afterMount.status, {
     cachedImages: [{ rootHash, fileSystemType: 'erofs' }],
@@ -146,7 +102,7 @@ test('status: mntfsd counts the mounts it handed out and lists the verified imag
     verifications: 1,
     mountsHandedOut: 2,
   });
-  const human = status(args);
+  const human = await status(args);
   assert.match(human.stdout, /Mounts handed out: +2/);
   assert.match(human.stdout, new RegExp(`^ +${rootHash} +erofs$`, 'm'));
 });
@@ -157,7 +113,7 @@ test('status: userdbd lists a range in use with its owner, and the BPF policy st
   const usernsFd = await createUserNamespace();
   try {
     const name = await allocateUserRange({ name: 'status-test', userNamespaceFd: usernsFd, socket: userdbdSocket });
-    const { status: code, report } = statusJson(['--userdbd', userdbdSocket, '--mntfsd', mntfsdSocket]);
+    const { status: code, report } = await statusJson(['--userdbd', userdbdSocket, '--mntfsd', mntfsdSocket]);
     assert.equal(code, 0);
     assert.equal(report.userdbd.state, 'ok');
     if (report.userdbd.state !== 'ok') return;
@@ -171,7 +127,7 @@ test('status: userdbd lists a range in use with its owner, and the BPF policy st
     assert.equal(ns.size, 65536);
     assert.equal(ns.userNamespaceInode, fdStat(usernsFd).ino);
     assert.ok(ns.base >= 65536);
-    const human = status(['--userdbd', userdbdSocket, '--mntfsd', mntfsdSocket]);
+    const human = await status(['--userdbd', userdbdSocket, '--mntfsd', mntfsdSocket]);
     assert.match(human.stdout, /BPF policy: +(attached|NOT attached)/);
     assert.match(human.stdout, new RegExp(`^ +${name} +0 +${ns.userNamespaceInode} +${ns.base}-${ns.base + 65535} +-$`, 'm'));
   } finally {

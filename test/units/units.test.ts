@@ -3,21 +3,19 @@
 // listening socket, as PID 1 would): a real Varlink call through the inherited socket, and
 // READY=1 on $NOTIFY_SOCKET.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { VarlinkClient } from '../../src/ipc/client.js';
 import { VarlinkError } from '../../src/ipc/errors.js';
+import { exited, REPO, startDaemon, stopDaemons, unwired } from '../e2e/daemons.js';
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const unitsDir = path.join(repo, 'units');
+const unitsDir = path.join(REPO, 'units');
 const UNITS = ['mountgate-userdbd.socket', 'mountgate-userdbd.service', 'mountgate-mntfsd.socket', 'mountgate-mntfsd.service'];
 /** Where the service files expect the CLI (documented in them). */
 const INSTALLED_CLI = '/usr/local/bin/mountgate';
-const CLI = ['--import', 'tsx', path.join(repo, 'src/cli/main.ts')];
 
 type Unit = Map<string, Map<string, string[]>>;
 
@@ -46,18 +44,12 @@ function value(unit: Unit, section: string, key: string): string | undefined {
   return unit.get(section)?.get(key)?.at(-1);
 }
 
-/** `setpriv` bounding-set argument equal to the unit's CapabilityBoundingSet=. */
-function boundingSet(service: string): string {
-  const caps = value(readUnit(service), 'Service', 'CapabilityBoundingSet');
-  assert.ok(caps, `${service} has no CapabilityBoundingSet`);
-  return ['-all', ...caps.split(/\s+/).map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`)].join(',');
-}
-
 let tmp: string;
 before(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mountgate-units-'));
 });
-after(() => {
+after(async () => {
+  await stopDaemons();
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -100,16 +92,10 @@ test('units: systemd-compatible sockets, mode 0666, Type=notify, hardening that 
 
 interface Activated {
   socket: string;
-  child: ChildProcess;
   /** Resolves with the first datagram the daemon sends to $NOTIFY_SOCKET. */
   notified: Promise<string>;
   stderr: () => string;
   stop(): Promise<void>;
-}
-
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((r) => child.once('exit', () => r()));
 }
 
 /**
@@ -128,41 +114,27 @@ async function activate(service: string, fdName: string, args: string[]): Promis
   );
   let received = '';
   receiver.stdout?.setEncoding('utf8').on('data', (s: string) => (received += s));
-  await new Promise<void>((resolve, reject) => {
-    receiver.stdout?.on('data', () => received.includes('bound\n') && resolve());
-    receiver.once('exit', (code) => reject(new Error(`notify receiver exited with ${code}`)));
-  });
-  const notified = exited(receiver).then(() => received.replace(/^bound\n/, '').trim());
-
-  const child = spawn(
-    'systemd-socket-activate',
-    ['-l', socket, `--fdname=${fdName}`, '-E', 'PATH', '-E', `NOTIFY_SOCKET=${notifySocket}`,
-      'setpriv', `--bounding-set=${boundingSet(service)}`, process.execPath, ...CLI, ...args],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let stderr = '';
-  child.stderr?.setEncoding('utf8').on('data', (s: string) => {
-    if (stderr.length < 16384) stderr += s;
-  });
-  // systemd-socket-activate binds the socket, then starts the daemon on the first connection.
-  const deadline = Date.now() + 10_000;
-  while (!fs.existsSync(socket)) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`systemd-socket-activate did not listen: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 20));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      receiver.stdout?.on('data', () => received.includes('bound\n') && resolve());
+      receiver.once('exit', (code) => reject(new Error(`notify receiver exited with ${code}`)));
+    });
+    const notified = exited(receiver).then(() => received.replace(/^bound\n/, '').trim());
+    // systemd-socket-activate binds the socket, then starts the daemon on the first connection.
+    const daemon = await startDaemon(args, socket, { service, activate: { fdName, env: [`NOTIFY_SOCKET=${notifySocket}`] } });
+    return {
+      socket,
+      notified,
+      stderr: daemon.stderr,
+      async stop() {
+        receiver.kill('SIGTERM');
+        await Promise.all([daemon.stop(), exited(receiver)]);
+      },
+    };
+  } catch (err) {
+    receiver.kill('SIGTERM');
+    throw err;
   }
-  return {
-    socket,
-    child,
-    notified,
-    stderr: () => stderr,
-    async stop() {
-      child.kill('SIGTERM');
-      receiver.kill('SIGTERM');
-      const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await Promise.all([exited(child), exited(receiver)]);
-      clearTimeout(killer);
-    },
-  };
 }
 
 /** The daemons log pino JSON lines on stderr: none may be at level error (50) or above. */
@@ -180,16 +152,22 @@ async function expectError(client: VarlinkClient, method: string, params: Record
   });
 }
 
-test('mntfsd socket-activated: GetInfo, a MountImage refusal and READY=1 through the inherited socket', async () => {
-  const certs = fs.mkdtempSync(path.join(tmp, 'certs-'));
-  const daemon = await activate('mountgate-mntfsd.service', 'io.systemd.MountFileSystem', ['mntfsd', '--userdbd', 'none', '--verity-certs', certs]);
+/**
+ * Socket-activates `mountgate ARGS` as SERVICE, checks GetInfo names INTERFACES, runs CHECK over
+ * the same connection through the inherited socket, and expects READY=1 and no error logged.
+ */
+async function checkActivated(
+  unit: { service: string; fdName: string; args: string[]; interfaces: string[] },
+  check: (client: VarlinkClient) => Promise<void>,
+): Promise<void> {
+  const daemon = await activate(unit.service, unit.fdName, unit.args);
   try {
     const client = await VarlinkClient.connect(daemon.socket);
     try {
       const info = await client.call('org.varlink.service.GetInfo', {});
-      assert.ok((info.parameters.interfaces as string[]).includes('io.systemd.MountFileSystem'), JSON.stringify(info.parameters));
-      // No fds sent with the call: index 0 does not exist.
-      await expectError(client, 'io.systemd.MountFileSystem.MountImage', { imageFileDescriptor: 0 }, 'org.varlink.service.InvalidParameter');
+      const interfaces = info.parameters.interfaces as string[];
+      for (const i of unit.interfaces) assert.ok(interfaces.includes(i), JSON.stringify(interfaces));
+      await check(client);
     } finally {
       client.close();
     }
@@ -198,32 +176,39 @@ test('mntfsd socket-activated: GetInfo, a MountImage refusal and READY=1 through
     await daemon.stop();
   }
   assertNoErrorLogs(daemon.stderr());
+}
+
+test('mntfsd socket-activated: GetInfo, a MountImage refusal and READY=1 through the inherited socket', async () => {
+  const certs = fs.mkdtempSync(path.join(tmp, 'certs-'));
+  const mntfsd = {
+    service: 'mountgate-mntfsd.service',
+    fdName: 'io.systemd.MountFileSystem',
+    args: ['mntfsd', '--userdbd', 'none', '--verity-certs', certs],
+    interfaces: ['io.systemd.MountFileSystem'],
+  };
+  await checkActivated(mntfsd, async (client) => {
+    // No fds sent with the call: index 0 does not exist.
+    await expectError(client, 'io.systemd.MountFileSystem.MountImage', { imageFileDescriptor: 0 }, 'org.varlink.service.InvalidParameter');
+  });
 });
 
 test('userdbd socket-activated: GetInfo, a user database miss and READY=1 through the inherited socket', async (t) => {
-  if (!fs.existsSync(path.join(repo, 'src/userdbd/daemon.ts'))) return t.skip('src/userdbd/daemon.ts does not exist yet');
-  const help = spawnSync(process.execPath, [...CLI, 'userdbd', '--help'], { encoding: 'utf8' });
-  if (help.status !== 0) return t.skip(`'mountgate userdbd' is not wired into src/cli/main.ts yet (exit ${help.status})`);
+  if (!fs.existsSync(path.join(REPO, 'src/userdbd/daemon.ts'))) return t.skip('src/userdbd/daemon.ts does not exist yet');
+  const notWired = unwired('userdbd');
+  if (notWired) return t.skip(notWired);
   const state = fs.mkdtempSync(path.join(tmp, 'state-'));
-  const daemon = await activate('mountgate-userdbd.service', 'io.systemd.NamespaceResource', ['userdbd', '--state-dir', state, '--bpf-pin-dir', `/sys/fs/bpf/mountgate-test-units-${process.pid}`, '--allow-without-policy']);
-  try {
-    const client = await VarlinkClient.connect(daemon.socket);
-    try {
-      const info = await client.call('org.varlink.service.GetInfo', {});
-      const ifaces = info.parameters.interfaces as string[];
-      assert.ok(ifaces.includes('io.systemd.NamespaceResource') && ifaces.includes('io.systemd.UserDatabase'), JSON.stringify(ifaces));
-      await expectError(
-        client,
-        'io.systemd.UserDatabase.GetUserRecord',
-        { userName: 'ns-nothing-here-0', service: 'io.systemd.NamespaceResource' },
-        'io.systemd.UserDatabase.NoRecordFound',
-      );
-    } finally {
-      client.close();
-    }
-    assert.match(await daemon.notified, /^READY=1$/m);
-  } finally {
-    await daemon.stop();
-  }
-  assertNoErrorLogs(daemon.stderr());
+  const userdbd = {
+    service: 'mountgate-userdbd.service',
+    fdName: 'io.systemd.NamespaceResource',
+    args: ['userdbd', '--state-dir', state, '--bpf-pin-dir', `/sys/fs/bpf/mountgate-test-units-${process.pid}`, '--allow-without-policy'],
+    interfaces: ['io.systemd.NamespaceResource', 'io.systemd.UserDatabase'],
+  };
+  await checkActivated(userdbd, async (client) => {
+    await expectError(
+      client,
+      'io.systemd.UserDatabase.GetUserRecord',
+      { userName: 'ns-nothing-here-0', service: 'io.systemd.NamespaceResource' },
+      'io.systemd.UserDatabase.NoRecordFound',
+    );
+  });
 });
