@@ -80,7 +80,6 @@ export async function activationFigure(ctx: BenchContext, log: (s: string) => vo
     { name: 'esbuild bundle (one file)', entry: bundled },
   ];
   const act = new Map<string, number[]>(variants.map((v) => [v.name, []]));
-  const load = new Map<string, number[]>(variants.map((v) => [v.name, []]));
   const boot: number[] = [];
   const graph: number[] = [];
   const deps = new Map<string, number[]>(DEPENDENCIES.map((d) => [d, []]));

@@ -12,20 +12,16 @@ import type { Status } from '../../src/cli/status.js';
 import { buildDdi } from '../../src/image-builder/build-ddi.js';
 import { createUserNamespace } from '../../src/sys/nshelper.js';
 import { fdStat } from '../../src/sys/stat.js';
-import { cliAsUser, cliJsonAsUser, startDaemon, stopDaemons, unwired, type UserRun } from '../e2e/daemons.js';
+import { cliAsUser, cliJsonAsUser, startDaemon, stopDaemons, type UserRun } from '../e2e/daemons.js';
 
-let skipReason: string | undefined;
 let tmp = '';
 let image = '';
 let rootHash = '';
 let mntfsdSocket = '';
 let userdbdSocket = '';
-let userdbdSkip: string | undefined;
 const pinDir = `/sys/fs/bpf/mountgate-test-status-${process.pid}`;
 
 before(async () => {
-  skipReason = unwired('status');
-  if (skipReason) return;
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mountgate-status-'));
   fs.chmodSync(tmp, 0o755);
   const tree = path.join(tmp, 'tree');
@@ -42,8 +38,6 @@ before(async () => {
 
   mntfsdSocket = path.join(tmp, 'mntfsd.sock');
   await startDaemon(['mntfsd', '--listen', mntfsdSocket, '--userdbd', 'none', '--verity-certs', certs], mntfsdSocket);
-  userdbdSkip = unwired('userdbd');
-  if (userdbdSkip) return;
   userdbdSocket = path.join(tmp, 'userdbd.sock');
   // The opt-out only matters where the kernel refuses BPF-LSM programs; status reports either way.
   await startDaemon(
@@ -62,7 +56,6 @@ const status = (args: string[]): Promise<UserRun> => cliAsUser('status', args);
 const statusJson = (args: string[]) => cliJsonAsUser<Status>('status', args);
 
 test('status: both daemons unreachable is exit 1 and says so; usage errors exit 2', async (t) => {
-  if (skipReason) return t.skip(skipReason);
   const nowhere = ['--userdbd', path.join(tmp, 'no-userdbd.sock'), '--mntfsd', path.join(tmp, 'no-mntfsd.sock')];
   const { status: code, report } = await statusJson(nowhere);
   assert.equal(code, 1);
@@ -77,7 +70,6 @@ test('status: both daemons unreachable is exit 1 and says so; usage errors exit 
 });
 
 test('status: mntfsd counts the mounts it handed out and lists the verified image', async (t) => {
-  if (skipReason) return t.skip(skipReason);
   const args = ['--userdbd', path.join(tmp, 'no-userdbd.sock'), '--mntfsd', mntfsdSocket];
   const before = await statusJson(args);
   assert.equal(before.status, 0); // one daemon answered
@@ -108,8 +100,6 @@ test('status: mntfsd counts the mounts it handed out and lists the verified imag
 });
 
 test('status: userdbd lists a range in use with its owner, and the BPF policy state', async (t) => {
-  if (skipReason) return t.skip(skipReason);
-  if (userdbdSkip) return t.skip(userdbdSkip);
   const usernsFd = await createUserNamespace();
   try {
     const name = await allocateUserRange({ name: 'status-test', userNamespaceFd: usernsFd, socket: userdbdSocket });

@@ -2,7 +2,7 @@
 // started as root on private paths (directly, or socket-activated as the units start them) and
 // stopped after the tests, and clients run as uid 1000.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync, type ChildProcess, type ExecFileSyncOptions } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess, type ExecFileSyncOptions } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,11 +15,6 @@ const AS_USER = ['setpriv', '--reuid=1000', '--regid=1000', '--clear-groups'];
 const STDERR_KEPT = 16384;
 
 /** Why a test cannot use these subcommands yet (the first that fails --help), or undefined. */
-export function unwired(...commands: string[]): string | undefined {
-  const missing = commands.find((c) => spawnSync(CLI[0], [...CLI.slice(1), c, '--help'], { stdio: 'ignore' }).status !== 0);
-  return missing && `'mountgate ${missing}' is not wired into src/cli/main.ts yet`;
-}
-
 export interface SignedImages {
   /** A directory holding the trusted key's certificate, trusted.crt (for --verity-certs). */
   certs: string;

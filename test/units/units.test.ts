@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { VarlinkClient } from '../../src/ipc/client.js';
 import { VarlinkError } from '../../src/ipc/errors.js';
-import { exited, REPO, startDaemon, stopDaemons, unwired } from '../e2e/daemons.js';
+import { exited, REPO, startDaemon, stopDaemons } from '../e2e/daemons.js';
 
 const unitsDir = path.join(REPO, 'units');
 const UNITS = ['mountgate-userdbd.socket', 'mountgate-userdbd.service', 'mountgate-mntfsd.socket', 'mountgate-mntfsd.service'];
@@ -193,9 +193,6 @@ test('mntfsd socket-activated: GetInfo, a MountImage refusal and READY=1 through
 });
 
 test('userdbd socket-activated: GetInfo, a user database miss and READY=1 through the inherited socket', async (t) => {
-  if (!fs.existsSync(path.join(REPO, 'src/userdbd/daemon.ts'))) return t.skip('src/userdbd/daemon.ts does not exist yet');
-  const notWired = unwired('userdbd');
-  if (notWired) return t.skip(notWired);
   const state = fs.mkdtempSync(path.join(tmp, 'state-'));
   const userdbd = {
     service: 'mountgate-userdbd.service',
