@@ -36,41 +36,17 @@ export interface DaemonOptions {
 }
 
 /** mntfsd in a child process on a private socket. */
-export class DaemonProcess {
-  readonly child: ChildProcess & { pid: number };
-  readonly sock: string;
-  readonly logFile: string;
-  private exit: Promise<void>;
+/** A daemon run as a child process, observed from outside: its fds, RSS and log. */
+abstract class ChildDaemon {
+  protected readonly exit: Promise<void>;
 
-  private constructor(child: ChildProcess & { pid: number }, sock: string, logFile: string) {
-    this.child = child;
-    this.sock = sock;
-    this.logFile = logFile;
+  protected constructor(
+    private readonly name: string,
+    readonly child: ChildProcess & { pid: number },
+    readonly sock: string,
+    readonly logFile: string,
+  ) {
     this.exit = new Promise((r) => child.once('exit', () => r()));
-  }
-
-  static async start(dir: string, opts: DaemonOptions = {}): Promise<DaemonProcess> {
-    const sock = path.join(dir, `mntfsd-${Date.now()}-${Math.random().toString(16).slice(2)}.sock`);
-    const logFile = `${sock}.log`;
-    const args = ['--import', 'tsx', MAIN, 'mntfsd', '--listen', sock, '--userdbd', opts.userdbd ?? 'none'];
-    for (const d of opts.certificateDirectories ?? []) args.push('--verity-certs', d);
-    for (const d of opts.trustedDirectories ?? []) args.push('--trusted-dir', d);
-    const log = fs.openSync(logFile, 'w');
-    const child = spawn(process.execPath, args, { stdio: ['ignore', log, log], env: { ...process.env, MOUNTGATE_LOG_LEVEL: 'warn' } });
-    fs.closeSync(log);
-    if (child.pid === undefined) throw new Error('spawn mntfsd failed');
-    const d = new DaemonProcess(child as ChildProcess & { pid: number }, sock, logFile);
-    await until(() => {
-      if (child.exitCode !== null) throw new Error(`mntfsd exited: ${d.log()}`);
-      // The socket file appears at bind(), before listen(): wait until a connect works.
-      try {
-        native.close(native.connect(sock));
-        return true;
-      } catch {
-        return false;
-      }
-    }, 'mntfsd to listen', 30_000);
-    return d;
   }
 
   get alive(): boolean {
@@ -105,6 +81,80 @@ export class DaemonProcess {
     return Number(m?.[1] ?? 0);
   }
 
+  /** The fd count once it is stable for 200 ms (no client connected any more). */
+  async quietFdCount(): Promise<number> {
+    let last = -1;
+    for (let stable = 0; stable < 10; ) {
+      await sleep(20);
+      const n = this.fdCount();
+      stable = n === last ? stable + 1 : 0;
+      last = n;
+    }
+    return last;
+  }
+
+  /** Waits until the daemon's fd count is back to `n` (it sees a disconnect asynchronously). */
+  async settleFds(n: number, what: string): Promise<void> {
+    try {
+      await until(() => this.fdCount() <= n, what, 5000);
+    } catch {
+      assert.fail(`${what}: ${this.name} holds ${this.fdCount()} fds, expected ${n}: ${JSON.stringify(this.fds().slice(-20))}`);
+    }
+    assert.equal(await this.quietFdCount(), n, `${what}: fd count`);
+  }
+
+  /** Fails the test if the daemon died; proves it still answers a call. */
+  async assertServing(): Promise<void> {
+    assert.ok(this.alive, `${this.name} died: ${this.log()}`);
+    const c = await VarlinkClient.connect(this.sock);
+    try {
+      const info = await c.call('org.varlink.service.GetInfo');
+      assert.ok(Array.isArray(info.parameters.interfaces));
+    } finally {
+      c.close();
+    }
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    if (this.alive) {
+      this.child.kill(signal);
+      const killer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+      await this.exit;
+      clearTimeout(killer);
+    }
+    fs.rmSync(this.sock, { force: true });
+  }
+}
+
+export class DaemonProcess extends ChildDaemon {
+  private constructor(child: ChildProcess & { pid: number }, sock: string, logFile: string) {
+    super('mntfsd', child, sock, logFile);
+  }
+
+  static async start(dir: string, opts: DaemonOptions = {}): Promise<DaemonProcess> {
+    const sock = path.join(dir, `mntfsd-${Date.now()}-${Math.random().toString(16).slice(2)}.sock`);
+    const logFile = `${sock}.log`;
+    const args = ['--import', 'tsx', MAIN, 'mntfsd', '--listen', sock, '--userdbd', opts.userdbd ?? 'none'];
+    for (const d of opts.certificateDirectories ?? []) args.push('--verity-certs', d);
+    for (const d of opts.trustedDirectories ?? []) args.push('--trusted-dir', d);
+    const log = fs.openSync(logFile, 'w');
+    const child = spawn(process.execPath, args, { stdio: ['ignore', log, log], env: { ...process.env, MOUNTGATE_LOG_LEVEL: 'warn' } });
+    fs.closeSync(log);
+    if (child.pid === undefined) throw new Error('spawn mntfsd failed');
+    const d = new DaemonProcess(child as ChildProcess & { pid: number }, sock, logFile);
+    await until(() => {
+      if (child.exitCode !== null) throw new Error(`mntfsd exited: ${d.log()}`);
+      // The socket file appears at bind(), before listen(): wait until a connect works.
+      try {
+        native.close(native.connect(sock));
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'mntfsd to listen', 30_000);
+    return d;
+  }
+
   mountinfoLines(): number {
     return fs.readFileSync(`/proc/${this.child.pid}/mountinfo`, 'utf8').split('\n').length;
   }
@@ -120,51 +170,6 @@ export class DaemonProcess {
     } finally {
       c.close();
     }
-  }
-
-  /** Fails the test if the daemon died; proves it still answers a call. */
-  async assertServing(): Promise<void> {
-    assert.ok(this.alive, `mntfsd died: ${this.log()}`);
-    const c = await this.client();
-    try {
-      const info = await c.call('org.varlink.service.GetInfo');
-      assert.ok(Array.isArray(info.parameters.interfaces));
-    } finally {
-      c.close();
-    }
-  }
-
-  /** Waits until the daemon's fd count is back to `n` (the daemon sees a disconnect asynchronously). */
-  async settleFds(n: number, what: string): Promise<void> {
-    try {
-      await until(() => this.fdCount() <= n, what, 5000);
-    } catch {
-      assert.fail(`${what}: daemon holds ${this.fdCount()} fds, expected ${n}: ${JSON.stringify(this.fds().slice(-20))}`);
-    }
-    await sleep(20);
-    assert.equal(this.fdCount(), n, `${what}: fd count`);
-  }
-
-  /** The fd count once no client is connected any more (stable for 200 ms). */
-  async quietFdCount(): Promise<number> {
-    let last = -1;
-    for (let stable = 0; stable < 10; ) {
-      await sleep(20);
-      const n = this.fdCount();
-      stable = n === last ? stable + 1 : 0;
-      last = n;
-    }
-    return last;
-  }
-
-  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    if (this.alive) {
-      this.child.kill(signal);
-      const killer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
-      await this.exit;
-      clearTimeout(killer);
-    }
-    fs.rmSync(this.sock, { force: true });
   }
 }
 
@@ -320,24 +325,17 @@ export function closeAll(fds: number[]): void {
 /** userdbd in a child process on a private socket and state dir (its fds, RSS and crashes are its
  * own). It runs with the policy of test/userdbd/policy.ts: the BPF policy when it attaches, else
  * what `--allow-without-policy` runs with (deaths are then found by the liveness sweep). */
-export class UserdbdProcess {
-  readonly child: ChildProcess & { pid: number };
-  readonly sock: string;
-  readonly stateDir: string;
-  readonly logFile: string;
-  private readonly pinName: string;
-  private readonly exit: Promise<void>;
-
-  private constructor(child: ChildProcess & { pid: number }, sock: string, stateDir: string, logFile: string, pinName: string) {
-    this.child = child;
-    this.sock = sock;
-    this.stateDir = stateDir;
-    this.logFile = logFile;
-    this.pinName = pinName;
-    this.exit = new Promise((r) => child.once('exit', () => r()));
+export class UserdbdProcess extends ChildDaemon {
+  private constructor(
+    child: ChildProcess & { pid: number },
+    sock: string,
+    readonly stateDir: string,
+    logFile: string,
+    private readonly pinName: string,
+  ) {
+    super('userdbd', child, sock, logFile);
   }
 
-  /** Starts userdbd on `sock` with its registry under `stateDir` (reused across restarts). */
   static async start(opts: { sock: string; stateDir: string; pinName: string; sweepIntervalMs?: number }): Promise<UserdbdProcess> {
     const logFile = `${opts.sock}.log`;
     const script = `
@@ -364,10 +362,6 @@ export class UserdbdProcess {
     return d;
   }
 
-  get alive(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
   /** The socket file appears at bind(), before listen(): a connect proves the daemon listens. */
   private listening(): boolean {
     try {
@@ -375,67 +369,6 @@ export class UserdbdProcess {
       return true;
     } catch {
       return false;
-    }
-  }
-
-  log(): string {
-    try {
-      return fs.readFileSync(this.logFile, 'utf8').slice(-3000);
-    } catch {
-      return '';
-    }
-  }
-
-  fds(): string[] {
-    return fs.readdirSync(`/proc/${this.child.pid}/fd`).map((n) => {
-      try {
-        return fs.readlinkSync(`/proc/${this.child.pid}/fd/${n}`);
-      } catch {
-        return '?';
-      }
-    });
-  }
-
-  fdCount(): number {
-    return fs.readdirSync(`/proc/${this.child.pid}/fd`).length;
-  }
-
-  rssKiB(): number {
-    const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${this.child.pid}/status`, 'utf8'));
-    return Number(m?.[1] ?? 0);
-  }
-
-  /** The fd count once it is stable for 200 ms. */
-  async quietFdCount(): Promise<number> {
-    let last = -1;
-    for (let stable = 0; stable < 10; ) {
-      await sleep(20);
-      const n = this.fdCount();
-      stable = n === last ? stable + 1 : 0;
-      last = n;
-    }
-    return last;
-  }
-
-  /** Waits until the daemon's fd count is back to `n`. */
-  async settleFds(n: number, what: string): Promise<void> {
-    try {
-      await until(() => this.fdCount() <= n, what, 5000);
-    } catch {
-      assert.fail(`${what}: userdbd holds ${this.fdCount()} fds, expected ${n}: ${JSON.stringify(this.fds().slice(-20))}`);
-    }
-    assert.equal(await this.quietFdCount(), n, `${what}: fd count`);
-  }
-
-  /** Fails the test if the daemon died; proves it still answers a call. */
-  async assertServing(): Promise<void> {
-    assert.ok(this.alive, `userdbd died: ${this.log()}`);
-    const c = await VarlinkClient.connect(this.sock);
-    try {
-      const info = await c.call('org.varlink.service.GetInfo');
-      assert.ok(Array.isArray(info.parameters.interfaces));
-    } finally {
-      c.close();
     }
   }
 
@@ -459,16 +392,6 @@ export class UserdbdProcess {
   async kill9(): Promise<void> {
     if (this.alive) this.child.kill('SIGKILL');
     await this.exit;
-  }
-
-  async stop(): Promise<void> {
-    if (this.alive) {
-      this.child.kill('SIGTERM');
-      const killer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
-      await this.exit;
-      clearTimeout(killer);
-    }
-    fs.rmSync(this.sock, { force: true });
   }
 
   /** Removes the BPF pins a killed daemon may have left (nothing when the policy did not load). */
