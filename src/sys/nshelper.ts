@@ -21,13 +21,6 @@ export interface UserNamespaceMember {
   release(): Promise<void>;
 }
 
-function waitExit(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  if (child.exitCode !== null || child.signalCode !== null) {
-    return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
-  }
-  return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-}
-
 /**
  * Spawns the helper with `args` and waits for its ready byte: it is then a member of a user
  * namespace and stays one until released. `extraFd` is inherited as CHILD_USERNS_FD.
@@ -41,6 +34,11 @@ function startMember(args: string[], extraFd?: number): Promise<UserNamespaceMem
   const stdout = child.stdout;
   const stderrOut = child.stderr;
   if (!stdin || !stdout || !stderrOut) throw new Error('nshelper: stdio pipes missing');
+  // 'close' (not 'exit'): the process has exited and its stdio pipes are closed, so a release
+  // leaves no fd behind and stderr is complete.
+  const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('close', (code, signal) => resolve({ code, signal })),
+  );
   let stderr = '';
   stderrOut.setEncoding('utf8');
   stderrOut.on('data', (s: string) => {
@@ -53,7 +51,7 @@ function startMember(args: string[], extraFd?: number): Promise<UserNamespaceMem
   const release = (): Promise<void> => {
     released ??= (async () => {
       stdin.end();
-      const { code, signal } = await waitExit(child);
+      const { code, signal } = await closed;
       if (code !== 0) throw new Error(`${what} exited with ${code ?? signal}: ${stderr.trim()}`);
     })();
     return released;

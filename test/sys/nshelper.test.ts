@@ -33,7 +33,7 @@ test('joinUserNamespace: write uid_map/gid_map through the helper', async () => 
     const child = spawnInNamespaces({ usernsFd }, 'cat', ['/proc/self/uid_map']);
     let out = '';
     child.stdout?.setEncoding('utf8').on('data', (s: string) => (out += s));
-    const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    const code = await new Promise<number | null>((r) => child.once('close', (c) => r(c)));
     assert.equal(code, 0);
     assert.equal(norm(out), '0 100000 1');
   } finally {

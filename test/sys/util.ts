@@ -38,7 +38,7 @@ export async function spawnInNewUserns(cmd: string, args: string[]): Promise<Chi
 
 export async function killAndWait(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const exited = new Promise<void>((r) => child.once('close', () => r()));
   child.kill('SIGKILL');
   await exited;
 }
