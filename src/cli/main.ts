@@ -7,11 +7,11 @@ type Command = (args: string[]) => Promise<number>;
 
 const COMMANDS: Record<string, { load: () => Promise<Command>; summary: string }> = {
   userdbd: {
-    load: async () => (await import('./daemons.js')).userdbdCommand,
+    load: async () => (await import('./userdbd.js')).userdbdCommand,
     summary: 'run the user namespace range daemon (io.systemd.NamespaceResource)',
   },
   mntfsd: {
-    load: async () => (await import('./daemons.js')).mntfsdCommand,
+    load: async () => (await import('./mntfsd.js')).mntfsdCommand,
     summary: 'run the image mount daemon (io.systemd.MountFileSystem)',
   },
   run: {

@@ -3,11 +3,10 @@
 import * as fs from 'node:fs';
 import { VarlinkClient } from '../ipc/client.js';
 import { VarlinkError } from '../ipc/errors.js';
+import { MNTFSD_SOCKET, USERDBD_SOCKET } from '../sockets.js';
 
 export { VarlinkError } from '../ipc/errors.js';
-
-export const USERDBD_SOCKET = '/run/systemd/io.systemd.NamespaceResource';
-export const MNTFSD_SOCKET = '/run/systemd/io.systemd.MountFileSystem';
+export { MNTFSD_SOCKET, USERDBD_SOCKET };
 
 export interface AllocateUserRangeOptions {
   /** Short name; non-root callers get it prefixed with their uid by the daemon. */

@@ -11,8 +11,7 @@ import { MountCache } from './mount-cache.js';
 import { mountImageHandler } from './mount-image.js';
 import { DEFAULT_VERITY_CERT_DIRECTORIES } from './verity-cert-directories.js';
 
-export const MNTFSD_SOCKET = '/run/systemd/io.systemd.MountFileSystem';
-export const USERDBD_SOCKET = '/run/systemd/io.systemd.NamespaceResource';
+import { MNTFSD_SOCKET, USERDBD_SOCKET } from '../sockets.js';
 
 export interface MntfsdOptions {
   /** Socket path; ignored when started by socket activation. */

@@ -9,10 +9,10 @@ import { Registry } from './registry.js';
 import { userDatabaseService } from './user-database.js';
 import { sdNotify } from '../sys/notify.js';
 import { userdbdStatusService } from './status.js';
+import { USERDBD_SOCKET as DEFAULT_LISTEN } from '../sockets.js';
 
 export type { NamespacePolicy } from './namespace-resource.js';
 
-export const DEFAULT_LISTEN = '/run/systemd/io.systemd.NamespaceResource';
 export const DEFAULT_USERDB_LINK = '/run/systemd/userdb/io.systemd.NamespaceResource';
 export const DEFAULT_STATE_DIR = '/run/mountgate/userdbd';
 const DEFAULT_SWEEP_MS = 60_000;

@@ -1,27 +1,11 @@
-// `mountgate mntfsd` and `mountgate userdbd`: parse options, start the daemon, stop on signals.
+// `mountgate userdbd`: parse options, install the BPF policy, start the daemon, stop on signals.
 import { DEFAULT_PIN_DIR, UsernsPolicy } from '../bpf/policy.js';
 import { createLogger } from '../log.js';
-import { MNTFSD_SOCKET, startMntfsd, USERDBD_SOCKET } from '../mntfsd/daemon.js';
 import { DEFAULT_STATE_DIR, DEFAULT_USERDB_LINK, startUserdbd, type NamespacePolicy } from '../userdbd/daemon.js';
+import { USERDBD_SOCKET } from '../sockets.js';
 import { UnenforcedPolicy } from '../userdbd/unenforced-policy.js';
-import { parseCommand, usageError, type Command, type CommandOptions, type ParsedCommand } from './args.js';
-
-export const MNTFSD_USAGE = `Usage: mountgate mntfsd [OPTIONS]
-
-Serve io.systemd.MountFileSystem: verify signed disk images and return idmapped mount fds.
-Uses the socket passed by systemd (LISTEN_FDS) when started by socket activation.
-
-Options:
-  --listen PATH        socket path (default ${MNTFSD_SOCKET})
-  --userdbd PATH       userdbd socket that records returned mounts (default ${USERDBD_SOCKET});
-                       'none' to not register mounts
-  --verity-certs DIR   trust the certificates (*.crt) in DIR; repeatable
-                       (default /etc/verity.d /run/verity.d /usr/local/lib/verity.d /usr/lib/verity.d)
-  --trusted-dir DIR    trust images directly inside DIR by location; repeatable (default none)
-  --state-dir DIR      accepted for symmetry with userdbd; mntfsd keeps its state in memory
-  --idle-exit SECONDS  exit after this long without connections
-  -h, --help           show this text
-`;
+import type { Command } from './args.js';
+import { parseDaemon, stopOnSignals } from './daemon-options.js';
 
 export const USERDBD_USAGE = `Usage: mountgate userdbd [OPTIONS]
 
@@ -62,29 +46,6 @@ function loadPolicy(pinDir: string, allowWithout: boolean): NamespacePolicy {
 }
 
 const USERDBD: Command = { name: 'userdbd', usage: USERDBD_USAGE };
-const MNTFSD: Command = { name: 'mntfsd', usage: MNTFSD_USAGE };
-
-/** The options both daemons take. */
-const DAEMON_OPTIONS = {
-  listen: { type: 'string' },
-  'state-dir': { type: 'string' },
-  'idle-exit': { type: 'string' },
-} as const;
-
-interface ParsedDaemon<O extends CommandOptions> {
-  values: ParsedCommand<typeof DAEMON_OPTIONS & O>['values'];
-  idleExitSeconds: number | undefined;
-}
-
-/** parseCommand() with the daemons' common options, and --idle-exit checked. */
-function parseDaemon<const O extends CommandOptions>(cmd: Command, args: string[], options: O): ParsedDaemon<O> | number {
-  const parsed = parseCommand(cmd, args, { options: { ...DAEMON_OPTIONS, ...options } });
-  if (typeof parsed === 'number') return parsed;
-  const { values } = parsed;
-  const idle = 'idle-exit' in values && typeof values['idle-exit'] === 'string' ? Number(values['idle-exit']) : undefined;
-  if (idle !== undefined && !(idle > 0)) return usageError(cmd, '--idle-exit must be a positive number');
-  return { values, idleExitSeconds: idle };
-}
 
 export async function userdbdCommand(args: string[]): Promise<number> {
   const parsed = parseDaemon(USERDBD, args, {
@@ -106,29 +67,5 @@ export async function userdbdCommand(args: string[]): Promise<number> {
   stopOnSignals(() => void daemon.close());
   // Closing the policy stops reading death events; the pins keep enforcing it.
   void daemon.done.then(() => policy.close());
-  return -1;
-}
-
-function stopOnSignals(stop: () => void): void {
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
-}
-
-export async function mntfsdCommand(args: string[]): Promise<number> {
-  const parsed = parseDaemon(MNTFSD, args, {
-    userdbd: { type: 'string' },
-    'verity-certs': { type: 'string', multiple: true },
-    'trusted-dir': { type: 'string', multiple: true },
-  });
-  if (typeof parsed === 'number') return parsed;
-  const { values, idleExitSeconds } = parsed;
-  const daemon = startMntfsd({
-    listen: values.listen,
-    userdbd: values.userdbd === 'none' ? null : values.userdbd,
-    certificateDirectories: values['verity-certs'],
-    trustedDirectories: values['trusted-dir'],
-    idleExitSeconds,
-  });
-  stopOnSignals(() => daemon.close());
   return -1;
 }

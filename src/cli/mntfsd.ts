@@ -1,0 +1,43 @@
+// `mountgate mntfsd`: parse options, start the daemon, stop on signals.
+import { startMntfsd } from '../mntfsd/daemon.js';
+import { MNTFSD_SOCKET, USERDBD_SOCKET } from '../sockets.js';
+import type { Command } from './args.js';
+import { parseDaemon, stopOnSignals } from './daemon-options.js';
+
+export const MNTFSD_USAGE = `Usage: mountgate mntfsd [OPTIONS]
+
+Serve io.systemd.MountFileSystem: verify signed disk images and return idmapped mount fds.
+Uses the socket passed by systemd (LISTEN_FDS) when started by socket activation.
+
+Options:
+  --listen PATH        socket path (default ${MNTFSD_SOCKET})
+  --userdbd PATH       userdbd socket that records returned mounts (default ${USERDBD_SOCKET});
+                       'none' to not register mounts
+  --verity-certs DIR   trust the certificates (*.crt) in DIR; repeatable
+                       (default /etc/verity.d /run/verity.d /usr/local/lib/verity.d /usr/lib/verity.d)
+  --trusted-dir DIR    trust images directly inside DIR by location; repeatable (default none)
+  --state-dir DIR      accepted for symmetry with userdbd; mntfsd keeps its state in memory
+  --idle-exit SECONDS  exit after this long without connections
+  -h, --help           show this text
+`;
+
+const MNTFSD: Command = { name: 'mntfsd', usage: MNTFSD_USAGE };
+
+export async function mntfsdCommand(args: string[]): Promise<number> {
+  const parsed = parseDaemon(MNTFSD, args, {
+    userdbd: { type: 'string' },
+    'verity-certs': { type: 'string', multiple: true },
+    'trusted-dir': { type: 'string', multiple: true },
+  });
+  if (typeof parsed === 'number') return parsed;
+  const { values, idleExitSeconds } = parsed;
+  const daemon = startMntfsd({
+    listen: values.listen,
+    userdbd: values.userdbd === 'none' ? null : values.userdbd,
+    certificateDirectories: values['verity-certs'],
+    trustedDirectories: values['trusted-dir'],
+    idleExitSeconds,
+  });
+  stopOnSignals(() => daemon.close());
+  return -1;
+}
