@@ -1,6 +1,6 @@
 // `mountgate status`: what the daemons hold right now: user ranges and their owners, the BPF
 // policy, verified images and mounts handed out. Asks each daemon's io.mountgate.*.GetStatus.
-import { z } from 'zod';
+import { z } from '../validation.js';
 import { MNTFSD_SOCKET, USERDBD_SOCKET } from '../client/index.js';
 import { VarlinkClient } from '../ipc/client.js';
 import { VarlinkError } from '../ipc/errors.js';
@@ -23,7 +23,7 @@ Exit status: 0 at least one daemon answered, 1 neither is reachable, 2 usage err
 /** A daemon that accepts but never answers must not hang the command. */
 const TIMEOUT_MS = 10_000;
 
-const count = z.number().int().nonnegative();
+const count = z.int().check(z.nonnegative());
 
 const userdbdStatus = z.object({
   policy: z.object({
@@ -31,7 +31,7 @@ const userdbdStatus = z.object({
     attached: z.boolean(),
     pinned: z.boolean(),
     managed: count,
-    reason: z.string().nullish().transform((r) => r ?? null),
+    reason: z.pipe(z.nullish(z.string()), z.transform((r) => r ?? null)),
   }),
   namespaces: z.array(
     z.object({
@@ -66,7 +66,7 @@ export interface Status {
   mntfsd: DaemonStatus<MntfsdStatus>;
 }
 
-async function query<T>(socket: string, method: string, schema: z.ZodType<T>): Promise<DaemonStatus<T>> {
+async function query<T>(socket: string, method: string, schema: z.ZodMiniType<T>): Promise<DaemonStatus<T>> {
   let client: VarlinkClient;
   try {
     client = await VarlinkClient.connect(socket);

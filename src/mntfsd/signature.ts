@@ -10,7 +10,7 @@ import path from 'node:path';
 import { X509Certificate, webcrypto } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
-import { z } from 'zod';
+import { z } from '../validation.js';
 import { ERR, VarlinkError, systemError } from '../ipc/errors.js';
 
 /** systemd refuses signature partitions larger than this (dissect-image.c). */
@@ -67,12 +67,11 @@ const base64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 
 // Unknown fields are tolerated (the spec reserves them) and stripped.
 const signatureJson = z.object({
-  rootHash: z.string().regex(hexRootHash, 'rootHash must be 16..64 bytes of hex'),
-  certificateFingerprint: z
-    .string()
-    .regex(/^[0-9a-fA-F]{64}$/, 'certificateFingerprint must be a SHA-256 in hex')
-    .optional(),
-  signature: z.string().min(4).regex(base64, 'signature must be base64'),
+  rootHash: z.string().check(z.regex(hexRootHash, 'rootHash must be 16..64 bytes of hex')),
+  certificateFingerprint: z.optional(
+    z.string().check(z.regex(/^[0-9a-fA-F]{64}$/, 'certificateFingerprint must be a SHA-256 in hex')),
+  ),
+  signature: z.string().check(z.minLength(4), z.regex(base64, 'signature must be base64')),
 });
 
 export interface VeritySignature {

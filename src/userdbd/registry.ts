@@ -6,33 +6,33 @@
 // keeps a second daemon off the same directory.
 import fs from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
+import { z } from '../validation.js';
 
 const DelegationSchema = z.object({
-  start: z.number().int().nonnegative(),
-  size: z.number().int().positive(),
+  start: z.int().check(z.nonnegative()),
+  size: z.int().check(z.positive()),
   /** Inodes of the namespaces that held this range before (outermost first). */
-  ancestors: z.array(z.number().int().nonnegative()),
+  ancestors: z.array(z.int().check(z.nonnegative())),
 });
 
 const RecordSchema = z.object({
-  userns: z.number().int().nonnegative(),
+  userns: z.int().check(z.nonnegative()),
   /** NS_GET_ID as a decimal string ("" on kernels without it). */
-  nsId: z.string().regex(/^[0-9]*$/),
-  owner: z.number().int().nonnegative(),
-  name: z.string().min(1),
+  nsId: z.string().check(z.regex(/^[0-9]*$/)),
+  owner: z.int().check(z.nonnegative()),
+  name: z.string().check(z.minLength(1)),
   /** 0 for registered namespaces without a transient range. */
-  size: z.number().int().nonnegative(),
-  start: z.number().int().nonnegative().optional(),
-  target: z.number().int().nonnegative().optional(),
-  startGid: z.number().int().nonnegative().optional(),
-  targetGid: z.number().int().nonnegative().optional(),
+  size: z.int().check(z.nonnegative()),
+  start: z.optional(z.int().check(z.nonnegative())),
+  target: z.optional(z.int().check(z.nonnegative())),
+  startGid: z.optional(z.int().check(z.nonnegative())),
+  targetGid: z.optional(z.int().check(z.nonnegative())),
   /** Inode of the parent user namespace when it is not the daemon's own (nested allocation). */
-  parent: z.number().int().nonnegative().optional(),
+  parent: z.optional(z.int().check(z.nonnegative())),
   cgroups: z.array(z.string()),
   delegates: z.array(DelegationSchema),
   /** Written before the maps, cleared once they are: a crash in between leaves it set. */
-  pending: z.boolean().optional(),
+  pending: z.optional(z.boolean()),
 });
 
 export type Delegation = z.infer<typeof DelegationSchema>;

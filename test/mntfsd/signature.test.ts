@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { z } from 'zod';
+import { z } from '../../src/validation.js';
 import {
   MAX_SIGNATURE_PARTITION_SIZE,
   VeritySignatureError,
@@ -107,7 +107,7 @@ describe('verity signature', () => {
       `--definitions=${defs}`, '--empty=create', '--size=auto', '--dry-run=no', `--root=${path.join(tmp, 'root')}`,
       `--private-key=${rsa.key}`, `--certificate=${rsa.cert}`, '--json=short', image,
     ]);
-    const parts = z.array(z.object({ type: z.string(), offset: z.number(), raw_size: z.number(), roothash: z.string().nullable() })).parse(JSON.parse(out));
+    const parts = z.array(z.object({ type: z.string(), offset: z.number(), raw_size: z.number(), roothash: z.nullable(z.string()) })).parse(JSON.parse(out));
     const rootHash = parts.find((p) => p.roothash)?.roothash;
     assert.ok(rootHash, 'repart reported no root hash');
     // Locate the signature partition from the partition table itself, as a dissector would.

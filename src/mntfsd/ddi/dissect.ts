@@ -3,7 +3,7 @@
 // hash and signature partitions by the UUIDs derived from the root hash (anchors §6.4).
 // Nothing here is trusted yet: file-system types are read from unverified bytes and are
 // informational; verify (verity.ts) and re-probe the verified copy before mounting.
-import { z } from 'zod';
+import { z } from '../../validation.js';
 import { fdStat } from '../../sys/stat.js';
 import { MountFsError, incompatible } from '../errors.js';
 import {
@@ -128,7 +128,7 @@ export function compareVersions(a: string, b: string): number {
 }
 
 const HEX_HASH = /^([0-9a-f]{2}){16,64}$/;
-const signatureJson = z.object({ rootHash: z.string().regex(HEX_HASH) }).loose();
+const signatureJson = z.looseObject({ rootHash: z.string().check(z.regex(HEX_HASH)) });
 
 /** Root hash announced by a verity-sig partition (unauthenticated; only used for pairing). */
 function signatureRootHash(fd: number, e: GptEntry): string {
