@@ -11,6 +11,8 @@ import { waitFor } from '../sys/util.js';
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 /** `mountgate` run from source: the command line before its subcommand. */
 const CLI = [process.execPath, '--import', 'tsx', path.join(REPO, 'src/cli/main.ts')];
+/** `mountgate` as shipped: the bundle that the package's bin and the units run (scripts/setup builds it). */
+const SHIPPED = [process.execPath, path.join(REPO, 'dist/bundle/main.mjs')];
 const AS_USER = ['setpriv', '--reuid=1000', '--regid=1000', '--clear-groups'];
 const STDERR_KEPT = 16384;
 
@@ -61,6 +63,8 @@ export interface DaemonOptions {
   /** Socket-activate it: systemd-socket-activate listens on the socket, passes it with this
    * fd name and starts the daemon on the first connection, with these NAME=VALUE variables. */
   activate?: { fdName: string; env?: string[] };
+  /** Run the shipped bundle instead of the sources. */
+  shipped?: boolean;
 }
 
 const running = new Set<Daemon>();
@@ -73,7 +77,7 @@ export function exited(child: ChildProcess): Promise<void> {
 
 /** Starts `mountgate ARGS` as root and waits until SOCKET exists. stopDaemons() stops it too. */
 export async function startDaemon(args: string[], socket: string, opts: DaemonOptions = {}): Promise<Daemon> {
-  let argv = [...CLI, ...args];
+  let argv = [...(opts.shipped ? SHIPPED : CLI), ...args];
   if (opts.service) argv = ['setpriv', `--bounding-set=${boundingSet(opts.service)}`, ...argv];
   if (opts.activate) {
     const env = ['PATH', ...(opts.activate.env ?? [])].flatMap((e) => ['-E', e]);

@@ -99,8 +99,8 @@ interface Activated {
 }
 
 /**
- * Starts `mountgate ARGS` the way the units do: with the socket unit's listening socket passed
- * by systemd-socket-activate and the service's capability bounding set. Node has no AF_UNIX
+ * Starts `mountgate ARGS` the way the units do: the shipped bundle, with the socket unit's
+ * listening socket passed by systemd-socket-activate and the service's capability bounding set. Node has no AF_UNIX
  * datagram sockets, so a python3 one-liner receives the notification.
  */
 async function activate(service: string, fdName: string, args: string[]): Promise<Activated> {
@@ -121,7 +121,7 @@ async function activate(service: string, fdName: string, args: string[]): Promis
     });
     const notified = exited(receiver).then(() => received.replace(/^bound\n/, '').trim());
     // systemd-socket-activate binds the socket, then starts the daemon on the first connection.
-    const daemon = await startDaemon(args, socket, { service, activate: { fdName, env: [`NOTIFY_SOCKET=${notifySocket}`] } });
+    const daemon = await startDaemon(args, socket, { service, activate: { fdName, env: [`NOTIFY_SOCKET=${notifySocket}`] }, shipped: true });
     return {
       socket,
       notified,
