@@ -8,7 +8,7 @@ import { joinUserNamespace } from '../src/sys/nshelper.js';
 import { allocateUserRange } from '../src/client/index.js';
 import { CONTAINER_SIZE, CONTAINER_WINDOW } from '../src/userdbd/range-allocator.js';
 import { Registry } from '../src/userdbd/registry.js';
-import { fmtSummary, freshUserns, ms, profileTop, startChild, summarize, waitForPath, type BenchContext, type Child, type Figure, type FreshUserns } from './util.js';
+import { fmtSummary, freshUserns, ms, profileTop, startChild, summarize, waitForPath, type BenchContext, type Child, type Figure, type FreshUserns, SHIPPED_ENTRY, SHIPPED_NAME } from './util.js';
 
 const TARGET_P50_MS = 10;
 const TARGET_PER_S = 200;
@@ -34,7 +34,7 @@ export async function startUserdbdCli(ctx: BenchContext, socket: string, stateDi
   const pinDir = `/sys/fs/bpf/mountgate-bench-${process.pid}`;
   const child = startChild(process.execPath, [
     ...nodeArgs,
-    path.join(ctx.root, 'dist/cli/main.js'), 'userdbd', '--listen', socket, '--state-dir', stateDir, '--userdb-link', 'none', '--bpf-pin-dir', pinDir, '--allow-without-policy',
+    path.join(ctx.root, SHIPPED_ENTRY), 'userdbd', '--listen', socket, '--state-dir', stateDir, '--userdb-link', 'none', '--bpf-pin-dir', pinDir, '--allow-without-policy',
   ]);
   await waitForPath(socket, child);
   return {
@@ -186,7 +186,7 @@ function prefill(stateDir: string, total: number, taken: Set<number>): void {
 export async function allocateFigures(ctx: BenchContext, log: (s: string) => void): Promise<Figure[]> {
   const figures: Figure[] = [];
   const socket = path.join(ctx.work, 'userdbd.sock');
-  const method = `userdbd = \`node dist/cli/main.js userdbd --allow-without-policy\` (tsc output, own process; this kernel refuses the BPF policy, so it runs with the unenforced stand-in), state dir on tmpfs (/dev/shm, as /run on a systemd host), fresh daemon and state per scenario. Root clients using src/client allocateUserRange() (connect, call, close per allocation), 64K range, each for its own fresh \`unshare --user sleep\` process (started before the timed phase, SIGKILLed after). Latency is the call; throughput is allocations / wall time of the timed phase.`;
+  const method = `userdbd = \`mountgate userdbd --allow-without-policy\` (${SHIPPED_NAME}, own process; this kernel refuses the BPF policy, so it runs with the unenforced stand-in), state dir on tmpfs (/dev/shm, as /run on a systemd host), fresh daemon and state per scenario. Root clients using src/client allocateUserRange() (connect, call, close per allocation), 64K range, each for its own fresh \`unshare --user sleep\` process (started before the timed phase, SIGKILLed after). Latency is the call; throughput is allocations / wall time of the timed phase.`;
   for (const clients of [1, 2]) {
     const stateDir = stateDirUnder(`alloc${clients}`);
     const d = await startUserdbdCli(ctx, socket, stateDir);

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { allocateBatch, startUserdbdCli, stateDirUnder } from './allocate.js';
 import { buildSmallImages, mappedUserns, mountOnce, startMntfsdChild } from './mount-image.js';
-import { rssKiB, type BenchContext, type Figure } from './util.js';
+import { rssKiB, SHIPPED_NAME, type BenchContext, type Figure } from './util.js';
 
 const OPERATIONS = 1000;
 /** Namespaces alive at once; root's cap is 256 live ones, dead ones are reaped at the cap. */
@@ -62,7 +62,7 @@ export async function memoryFigure(ctx: BenchContext, log: (s: string) => void):
     id: '7',
     title: 'Daemon memory (RSS)',
     method:
-      `VmRSS from /proc/PID/status of \`node dist/cli/main.js userdbd --allow-without-policy\` and \`… mntfsd --userdbd none\` (tsc output, child processes), read ${SETTLE_MS} ms after start and ${SETTLE_MS} ms after the load. ` +
+      `VmRSS from /proc/PID/status of \`mountgate userdbd --allow-without-policy\` and \`… mntfsd --userdbd none\` (${SHIPPED_NAME}, child processes), read ${SETTLE_MS} ms after start and ${SETTLE_MS} ms after the load. ` +
       `userdbd: ${OPERATIONS} AllocateUserRange calls by a root client, each for a fresh \`unshare --user\` namespace, ${ALLOC_BATCH} alive at a time (killed after each batch; the per-uid cap reaps them). ` +
       `mntfsd: ${OPERATIONS} MountImage calls by a root client cycling over ${MOUNT_IMAGES} distinct 4 MiB signed DDIs (${MOUNT_IMAGES} cold, the rest cache hits; the verified copies stay cached in memfds, which the daemon never maps, so they are kernel memory outside its RSS), idmapped to a mapped user namespace, mount fds closed by the client.`,
     samples: `1 reading per state per daemon`,

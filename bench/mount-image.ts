@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { buildDdi } from '../src/image-builder/build-ddi.js';
 import { mountImage } from '../src/client/index.js';
-import { fmtSummary, freshUserns, ms, noise, startChild, summarize, timed, waitForPath, type BenchContext, type Child, type Figure, type FreshUserns } from './util.js';
+import { fmtSummary, freshUserns, ms, noise, startChild, summarize, timed, waitForPath, type BenchContext, type Child, type Figure, type FreshUserns, SHIPPED_ENTRY, SHIPPED_NAME } from './util.js';
 import { verifyOnce, verityLayout } from './verify.js';
 
 export const COLD_IMAGES = 50;
@@ -32,7 +32,7 @@ export async function buildSmallImages(ctx: BenchContext, dir: string, count: nu
 
 /** mntfsd from the compiled tree, as `mountgate mntfsd` runs it; not registering with userdbd. */
 export async function startMntfsdChild(ctx: BenchContext, socket: string, nodeArgs: string[] = []): Promise<Child> {
-  const child = startChild(process.execPath, [...nodeArgs, path.join(ctx.root, 'dist/cli/main.js'), 'mntfsd', '--listen', socket, '--userdbd', 'none', '--verity-certs', ctx.certDir]);
+  const child = startChild(process.execPath, [...nodeArgs, path.join(ctx.root, SHIPPED_ENTRY), 'mntfsd', '--listen', socket, '--userdbd', 'none', '--verity-certs', ctx.certDir]);
   await waitForPath(socket, child);
   return child;
 }
@@ -85,7 +85,7 @@ export async function mountImageFigures(ctx: BenchContext, log: (s: string) => v
     const w = summarize(warm);
     const layout = verityLayout(images[0]!);
     const coldOk = c.p50 <= v.p50 + COLD_SLACK_MS;
-    const common = `mntfsd = \`node dist/cli/main.js mntfsd --userdbd none\` (tsc output, own process); root client using src/client mountImage() (connect, call, close per mount) with the image fd and the fd of a user namespace mapped 0→100000 (65536), so every mount is the idmapped clone a container gets; all returned mount fds closed.`;
+    const common = `mntfsd = \`mountgate mntfsd --userdbd none\` (${SHIPPED_NAME}, own process); root client using src/client mountImage() (connect, call, close per mount) with the image fd and the fd of a user namespace mapped 0→100000 (65536), so every mount is the idmapped clone a container gets; all returned mount fds closed.`;
     return [
       {
         id: '2a',

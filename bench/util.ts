@@ -26,7 +26,8 @@ export interface Figure {
 /** Everything the figures share: a scratch directory, the compiled tree, signing material. */
 export interface BenchContext {
   work: string;
-  /** A copy of the project laid out like the repo: dist/ (tsc output), build -> native, node_modules. */
+  /** A copy of the project laid out like the repo: dist/ (tsc output and the shipped bundle),
+   * build -> native, node_modules. */
   root: string;
   keyPem: string;
   certPem: string;
@@ -35,6 +36,11 @@ export interface BenchContext {
 }
 
 export const execFileP = promisify(execFile);
+
+/** The entry point the package's bin and the units run (scripts/build-bundle), relative to the tree. */
+export const SHIPPED_ENTRY = 'dist/bundle/main.mjs';
+/** How BENCHMARKS.md names it. */
+export const SHIPPED_NAME = 'the shipped bundle (dist/bundle/main.mjs, scripts/build-bundle)';
 
 export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -151,7 +157,7 @@ export function rssKiB(pid: number): number {
   return Number(m[1]);
 }
 
-/** Sets up the scratch directory, compiles src/ into a private tree, makes a signing key. */
+/** Sets up the scratch directory, compiles and bundles src/ into a private tree, makes a signing key. */
 export async function createContext(log: (s: string) => void): Promise<BenchContext> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'mountgate-bench-'));
   const root = path.join(work, 'root');
@@ -169,6 +175,8 @@ export async function createContext(log: (s: string) => void): Promise<BenchCont
     if (!fs.existsSync(path.join(root, 'dist/cli/main.js'))) throw err;
     log(`tsc reported errors (output still emitted): ${String(err).slice(0, 300)}`);
   }
+  log('bundling src/cli/main.ts into the private tree (scripts/build-bundle)');
+  await run(path.join(REPO, 'scripts/build-bundle'), [path.join(root, 'dist/bundle')]);
   const certDir = path.join(work, 'certs');
   fs.mkdirSync(certDir);
   const key = path.join(work, 'verity.key');
