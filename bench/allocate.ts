@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UsernsPolicy } from '../src/bpf/policy.js';
-import { joinUserNamespace } from '../src/sys/nshelper.js';
+import { joinUserNamespace } from '../src/sys/userns-joiner.js';
 import { allocateUserRange } from '../src/client/index.js';
 import { CONTAINER_SIZE, CONTAINER_WINDOW } from '../src/userdbd/range-allocator.js';
 import { Registry } from '../src/userdbd/registry.js';
@@ -103,7 +103,7 @@ export async function allocateBatch(socket: string, count: number, clients: numb
 
 /**
  * Where an allocation's time goes: a CPU profile of the daemon over `count` allocations
- * (start-up excluded), and the cost of the namespace-joining helper alone (spawned per call).
+ * (start-up excluded), and the cost of joining a namespace alone (done once per call).
  */
 async function profileAllocations(ctx: BenchContext, count: number): Promise<string[]> {
   const stateDir = stateDirUnder('profile');
@@ -130,7 +130,7 @@ async function profileAllocations(ctx: BenchContext, count: number): Promise<str
       `Profile (node --cpu-prof on the daemon, ${count} allocations, 1 client, start-up excluded): daemon JS thread busy ${ms(p.busyMs, 0)} (${ms(p.busyMs / count)} per allocation of ${ms(perCall)} p50), idle ${ms(p.idleMs, 0)}. Top self time: ${p.top.map((x) => `${x.what} ${(x.share * 100).toFixed(0)} %`).join('; ')}.`,
     );
   }
-  // The helper alone: what the daemon spawns per allocation to reach the namespace's maps.
+  // The join alone: what the daemon does per allocation to reach the namespace's maps.
   const join: number[] = [];
   for (let i = 0; i < 30; i++) {
     const ns = await freshUserns();
@@ -146,8 +146,7 @@ async function profileAllocations(ctx: BenchContext, count: number): Promise<str
     }
   }
   notes.push(
-    `Spawning the namespace-joining helper (joinUserNamespace + release, timed in the benchmark process) alone takes p50 ${ms(summarize(join).p50)}: a fork+exec per allocation, and Node's spawn() runs fork/exec synchronously on the event loop, so a second client waits behind it instead of overlapping. ` +
-      `Fix: keep one long-lived helper (a small C process started with the daemon) that receives the namespace fd over a socketpair and forks a joiner per request: a fork of a tiny process costs far less than Node's spawn and happens off the daemon's event loop.`,
+    `Joining a namespace through the long-lived joiner (joinUserNamespace + release, timed in the benchmark process: a request over a socketpair, a fork of the small C joiner, setns, then kill and reap) takes p50 ${ms(summarize(join).p50)}.`,
   );
   return notes;
 }

@@ -3,9 +3,17 @@
  * mount namespace. setns() into those fails with EINVAL in a multi-threaded process such as
  * Node, so the daemon spawns this binary with the namespace fds inherited.
  *
- *   mountgate-nshelper userns-wait <fd>
- *       Join the user namespace <fd>, write "1" to stdout, then block until stdin reaches EOF.
- *       The daemon uses /proc/<pid>/{uid_map,gid_map} of this process meanwhile.
+ *   mountgate-nshelper joiner
+ *       Serve the daemon on fd 3 (a stream socket) until it closes: per request, fork a
+ *       member that joins a user namespace and stays there until released, so that the daemon
+ *       can use /proc/<pid>/{uid_map,gid_map}. A fork of this small process costs far less
+ *       than Node spawning a helper per request. Requests and replies are 8 bytes, handled
+ *       one at a time in order (native byte order, both ends on this host):
+ *         request {u32 op, u32 arg}: op 1 JOIN (one user namespace fd as SCM_RIGHTS, arg 0),
+ *                                    op 2 RELEASE (arg = a member pid from a JOIN reply)
+ *         reply   {i32 result, u32 0}: JOIN: member pid, or -errno (setns, fork, no fd);
+ *                                      RELEASE: 0 once the member is killed and reaped, or -ESRCH
+ *       Members die with the joiner (PR_SET_PDEATHSIG), and the joiner exits on EOF.
  *   mountgate-nshelper userns-new
  *       Create a new, unmapped user namespace, write "1" to stdout, then block until stdin
  *       reaches EOF. The caller opens /proc/<pid>/ns/user meanwhile.
@@ -29,11 +37,13 @@
 #include <grp.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -108,10 +118,134 @@ static int ready_then_wait(void) {
     }
 }
 
-static int userns_wait(const char *fdarg) {
-    int r = join(fdarg, CLONE_NEWUSER, "userns");
-    if (r < 0) return r == -2 ? 2 : 1;
-    return ready_then_wait();
+#define JOINER_SOCK 3
+#define JOINER_MAX_MEMBERS 1024
+#define OP_JOIN 1
+#define OP_RELEASE 2
+
+static pid_t members[JOINER_MAX_MEMBERS];
+
+/* Reads exactly 8 bytes; the first recvmsg may carry one fd (-1 if none). 1 ok, 0 EOF, -1 error. */
+static int joiner_read(uint32_t req[2], int *fd) {
+    size_t got = 0;
+    *fd = -1;
+    while (got < 8) {
+        char ctl[CMSG_SPACE(sizeof(int) * 4)];
+        struct iovec iov = {(char *)req + got, 8 - got};
+        struct msghdr mh = {0};
+        ssize_t n;
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = ctl;
+        mh.msg_controllen = sizeof(ctl);
+        n = recvmsg(JOINER_SOCK, &mh, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return n == 0 && got == 0 ? 0 : -1;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            int nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (int i = 0; i < nfds; i++) {
+                int f;
+                memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                if (got == 0 && *fd < 0) *fd = f;
+                else close(f); /* only one fd, on the first byte */
+            }
+        }
+        got += (size_t)n;
+    }
+    return 1;
+}
+
+static int joiner_reply(int32_t result) {
+    int32_t rep[2] = {result, 0};
+    size_t off = 0;
+    while (off < sizeof(rep)) {
+        ssize_t n = write(JOINER_SOCK, (char *)rep + off, sizeof(rep) - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        off += (size_t)n;
+    }
+    return 0;
+}
+
+/* Forks a member that joins `fd`; returns its pid or -errno once it is in (or has failed). */
+static int32_t joiner_join(int fd, pid_t joiner) {
+    int ready[2], slot = -1, err = 0;
+    pid_t pid;
+    ssize_t n;
+    for (int i = 0; i < JOINER_MAX_MEMBERS; i++) {
+        if (members[i] == 0) { slot = i; break; }
+    }
+    if (slot < 0) return -EAGAIN;
+    if (pipe2(ready, O_CLOEXEC) < 0) return -errno;
+    pid = fork();
+    if (pid < 0) {
+        err = errno;
+        close(ready[0]);
+        close(ready[1]);
+        return -err;
+    }
+    if (pid == 0) {
+        /* Member: hold nothing of the joiner's, die with it, join, report, wait to be killed. */
+        close(ready[0]);
+        close(JOINER_SOCK);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != joiner) _exit(1);
+        err = setns(fd, CLONE_NEWUSER) < 0 ? errno : 0;
+        close(fd);
+        if (write(ready[1], &err, sizeof(err)) != (ssize_t)sizeof(err) || err != 0) _exit(1);
+        close(ready[1]);
+        for (;;) pause();
+    }
+    close(ready[1]);
+    do {
+        n = read(ready[0], &err, sizeof(err));
+    } while (n < 0 && errno == EINTR);
+    close(ready[0]);
+    if (n != (ssize_t)sizeof(err) || err != 0) {
+        /* setns failed (err), or the member died before reporting. */
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+        return n == (ssize_t)sizeof(err) && err != 0 ? -err : -ECHILD;
+    }
+    members[slot] = pid;
+    return pid;
+}
+
+static int32_t joiner_release(uint32_t arg) {
+    for (int i = 0; i < JOINER_MAX_MEMBERS; i++) {
+        if (members[i] == 0 || (uint32_t)members[i] != arg) continue;
+        kill(members[i], SIGKILL);
+        while (waitpid(members[i], NULL, 0) < 0 && errno == EINTR) {}
+        members[i] = 0;
+        return 0;
+    }
+    return -ESRCH;
+}
+
+static int joiner(void) {
+    pid_t self = getpid();
+    int fl = fcntl(JOINER_SOCK, F_GETFL);
+    /* The daemon's end is non-blocking; this one (its own file) must block. */
+    if (fl < 0 || fcntl(JOINER_SOCK, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+        fprintf(stderr, "mountgate-nshelper: joiner: fd %d: %s\n", JOINER_SOCK, strerror(errno));
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    for (;;) {
+        uint32_t req[2];
+        int fd, r = joiner_read(req, &fd);
+        int32_t result;
+        if (r <= 0) {
+            if (fd >= 0) close(fd);
+            if (r < 0) fprintf(stderr, "mountgate-nshelper: joiner: read: %s\n", strerror(errno));
+            return r == 0 ? 0 : 1; /* members die with us (PR_SET_PDEATHSIG) */
+        }
+        if (req[0] == OP_JOIN) result = fd < 0 ? -EBADF : joiner_join(fd, self);
+        else if (req[0] == OP_RELEASE) result = joiner_release(req[1]);
+        else result = -EINVAL;
+        if (fd >= 0) close(fd);
+        if (joiner_reply(result) < 0) return 1;
+    }
 }
 
 static int userns_new(void) {
@@ -266,12 +400,12 @@ usage:
 }
 
 int main(int argc, char **argv) {
-    if (argc == 3 && strcmp(argv[1], "userns-wait") == 0) return userns_wait(argv[2]);
+    if (argc == 2 && strcmp(argv[1], "joiner") == 0) return joiner();
     if (argc == 2 && strcmp(argv[1], "userns-new") == 0) return userns_new();
     if (argc >= 2 && strcmp(argv[1], "exec-in") == 0) return exec_in(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "enter") == 0) return enter(argc - 1, argv + 1);
     fprintf(stderr,
-            "usage: mountgate-nshelper userns-wait <fd>\n"
+            "usage: mountgate-nshelper joiner\n"
             "       mountgate-nshelper userns-new\n"
             "       mountgate-nshelper exec-in <userns-fd|-> <mntns-fd|-> -- cmd [args...]\n"
             "       mountgate-nshelper enter <userns-fd> <root-mount-fd> [<path>=<mount-fd>...] -- cmd [args...]\n");

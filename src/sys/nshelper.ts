@@ -15,21 +15,19 @@ const CHILD_MNTNS_FD = 4;
 const READY_TIMEOUT_MS = 10_000;
 
 export interface UserNamespaceMember {
-  /** pid of the helper, now a member of the user namespace (use /proc/<pid>/uid_map etc). */
+  /** pid of a process inside the user namespace (use /proc/<pid>/uid_map etc). */
   pid: number;
-  /** Ends the helper (closes its stdin) and waits for it to exit. Idempotent. */
+  /** Ends that process and waits until it is gone. Idempotent. */
   release(): Promise<void>;
 }
 
 /**
  * Spawns the helper with `args` and waits for its ready byte: it is then a member of a user
- * namespace and stays one until released. `extraFd` is inherited as CHILD_USERNS_FD.
+ * namespace and stays one until released (its stdin closed).
  */
-function startMember(args: string[], extraFd?: number): Promise<UserNamespaceMember> {
+function startMember(args: string[]): Promise<UserNamespaceMember> {
   const what = `nshelper ${args[0]}`;
-  const child = spawn(nshelperPath, args, {
-    stdio: ['pipe', 'pipe', 'pipe', ...(extraFd === undefined ? [] : [extraFd])],
-  });
+  const child = spawn(nshelperPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   const stdin = child.stdin;
   const stdout = child.stdout;
   const stderrOut = child.stderr;
@@ -84,14 +82,6 @@ function startMember(args: string[], extraFd?: number): Promise<UserNamespaceMem
       resolve({ pid: child.pid, release });
     });
   });
-}
-
-/**
- * Spawns a helper that joins the user namespace `usernsFd` and stays there until released.
- * The fd is only borrowed: the caller still owns and closes it.
- */
-export function joinUserNamespace(usernsFd: number): Promise<UserNamespaceMember> {
-  return startMember(['userns-wait', String(CHILD_USERNS_FD)], usernsFd);
 }
 
 /**

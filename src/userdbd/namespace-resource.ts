@@ -8,7 +8,8 @@ import type { CallContext, Handler, HandlerResult, Service } from '../ipc/server
 import { VarlinkError, invalidParameter, permissionDenied, systemError } from '../ipc/errors.js';
 import { nsGetParent, openUserNamespaceByHandle, userNamespaceInfo, userNamespaceLiveness, type UserNamespaceInfo } from '../sys/nsfs.js';
 import { fdFlags, statfsType } from '../sys/stat.js';
-import { joinUserNamespace, type UserNamespaceMember } from '../sys/nshelper.js';
+import type { UserNamespaceMember } from '../sys/nshelper.js';
+import { joinUserNamespace } from '../sys/userns-joiner.js';
 import { NAMESPACE_RESOURCE_IDL } from './interfaces.js';
 import { parseInterface } from '../ipc/idl.js';
 import { nameHash, namespaceName } from './naming.js';

@@ -7,7 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { AT_FDCWD, MOUNT_ATTR_IDMAP, MOUNT_ATTR_RDONLY, mountSetattrFd, openTree } from '../../src/sys/mount-api.js';
-import { createUserNamespace, ENTER_SETUP_FAILED, joinUserNamespace, spawnEnter } from '../../src/sys/nshelper.js';
+import { createUserNamespace, ENTER_SETUP_FAILED, spawnEnter } from '../../src/sys/nshelper.js';
+import { joinUserNamespace } from '../../src/sys/userns-joiner.js';
 import { buildSignedImages, cliAsUser, startDaemon, stopDaemons, type SignedImages, type UserRun } from '../e2e/daemons.js';
 
 const BUSYBOX = '/bin/busybox'; // Debian package busybox-static

@@ -519,7 +519,7 @@ export class UserdbdAgent {
 
 /** The uid and gid maps of the user namespace `fd` (read by a helper that joined it). */
 export async function usernsMaps(fd: number): Promise<{ uid: number[][]; gid: number[][] }> {
-  const { joinUserNamespace } = await import('../../src/sys/nshelper.js');
+  const { joinUserNamespace } = await import('../../src/sys/userns-joiner.js');
   const member = await joinUserNamespace(fd);
   try {
     const read = (f: string): number[][] =>
