@@ -190,6 +190,9 @@ static int32_t joiner_join(int fd, pid_t joiner) {
         close(ready[0]);
         close(JOINER_SOCK);
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != joiner) _exit(1);
+        /* It stays uid 0 on the host: the namespace's owner must not ptrace it or read its
+         * /proc files. The kernel drops dumpability on this setns too; say so explicitly. */
+        if (prctl(PR_SET_DUMPABLE, 0) < 0) _exit(1);
         err = setns(fd, CLONE_NEWUSER) < 0 ? errno : 0;
         close(fd);
         if (write(ready[1], &err, sizeof(err)) != (ssize_t)sizeof(err) || err != 0) _exit(1);

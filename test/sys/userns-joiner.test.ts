@@ -104,3 +104,38 @@ test('members die with the joiner, and the next join starts a new one', async ()
     }
   });
 });
+
+test("the namespace's owner cannot inspect or ptrace a member (it is root outside, so it is not dumpable)", async () => {
+  const { spawn, spawnSync } = await import('node:child_process');
+  // uid 1000 owns this namespace and so holds every capability inside it.
+  const holder = spawn('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', 'unshare', '--user', 'sleep', '30'], { stdio: 'ignore' });
+  try {
+    const ours = fs.readlinkSync('/proc/self/ns/user');
+    let usernsFd = -1;
+    await waitFor(() => {
+      try {
+        if (fs.readlinkSync(`/proc/${holder.pid}/ns/user`) === ours) return false;
+        usernsFd = fs.openSync(`/proc/${holder.pid}/ns/user`, 'r');
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'the holder to unshare');
+    const member = await joinUserNamespace(usernsFd);
+    try {
+      const asOwner = (cmd: string[]): ReturnType<typeof spawnSync> =>
+        spawnSync('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', ...cmd], { encoding: 'utf8' });
+      const environ = asOwner(['cat', `/proc/${member.pid}/environ`]);
+      assert.notEqual(environ.status, 0, `owner read the member's environ: ${String(environ.stdout)}`);
+      assert.match(String(environ.stderr), /Permission denied/);
+      const mem = asOwner(['dd', `if=/proc/${member.pid}/mem`, 'bs=1', 'count=1', 'status=none']);
+      assert.notEqual(mem.status, 0);
+    } finally {
+      await member.release();
+      fs.closeSync(usernsFd);
+    }
+  } finally {
+    holder.kill('SIGKILL');
+    await new Promise((r) => holder.once('close', r));
+  }
+});
