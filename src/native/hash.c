@@ -1,7 +1,7 @@
 /* dm-verity hashing off the JS thread.
  *
- * Each call is one napi_async_work whose execute step fans the blocks out over one
- * pthread per online CPU. A block's digest is SHA-256(salt || block) (hash type 1),
+ * Each call is one napi_async_work whose execute step shares the blocks, 1 MiB chunks
+ * claimed one at a time, among one thread per online CPU. A block's digest is SHA-256(salt || block) (hash type 1),
  * compared with the expected digest slot; the promise resolves with -1 when every block
  * matches, or with the index of a block that does not (threads stop at the first they see).
  *
@@ -42,6 +42,7 @@ typedef struct {
   uint32_t per_block;
 
   EVP_MD_CTX *base; /* initialised with the salt; copied per block */
+  _Atomic int64_t next; /* first block no thread has claimed yet */
   _Atomic int64_t first_bad;
   _Atomic int stop;
   pthread_mutex_t err_lock;
@@ -54,10 +55,6 @@ typedef struct {
   int nrefs;
 } job_t;
 
-typedef struct {
-  job_t *job;
-  int64_t start, end;
-} range_t;
 
 static void job_fail(job_t *j, int err, const char *call) {
   pthread_mutex_lock(&j->err_lock);
@@ -123,9 +120,10 @@ static int write_full(int fd, const uint8_t *buf, size_t len, int64_t off) {
   return 0;
 }
 
+/* Claims chunks until none are left: threads that get less CPU (the machine is shared) do
+ * less, instead of the others idling at the end of a fixed split. */
 static void *worker(void *arg) {
-  range_t *r = arg;
-  job_t *j = r->job;
+  job_t *j = arg;
   EVP_MD_CTX *ctx = EVP_MD_CTX_new();
   uint8_t *buf = NULL;
   if (!ctx) {
@@ -138,8 +136,10 @@ static void *worker(void *arg) {
     return NULL;
   }
   int64_t per_chunk = CHUNK / j->block_size;
-  for (int64_t i = r->start; i < r->end && !atomic_load(&j->stop); i += per_chunk) {
-    int64_t n = r->end - i < per_chunk ? r->end - i : per_chunk;
+  while (!atomic_load(&j->stop)) {
+    int64_t i = atomic_fetch_add(&j->next, per_chunk);
+    if (i >= j->count) break;
+    int64_t n = j->count - i < per_chunk ? j->count - i : per_chunk;
     size_t bytes = (size_t)n * j->block_size;
     int64_t rel = i * (int64_t)j->block_size;
     const uint8_t *p;
@@ -186,26 +186,18 @@ static void execute(napi_env env, void *data) {
   int nt = online_cpus();
   if (want < nt) nt = (int)want;
   if (nt < 1) nt = 1;
-  range_t ranges[MAX_THREADS];
   pthread_t tids[MAX_THREADS];
   int started[MAX_THREADS] = {0};
-  int64_t per = j->count / nt, extra = j->count % nt, pos = 0;
-  for (int t = 0; t < nt; t++) {
-    ranges[t].job = j;
-    ranges[t].start = pos;
-    pos += per + (t < extra ? 1 : 0);
-    ranges[t].end = pos;
-  }
-  /* Range 0 runs on this (libuv pool) thread, the others on their own threads. */
+  /* This (libuv pool) thread works too, next to nt - 1 threads of its own. */
   for (int t = 1; t < nt; t++) {
-    int e = pthread_create(&tids[t], NULL, worker, &ranges[t]);
+    int e = pthread_create(&tids[t], NULL, worker, j);
     if (e) {
       job_fail(j, e, "pthread_create");
       break;
     }
     started[t] = 1;
   }
-  worker(&ranges[0]);
+  worker(j);
   for (int t = 1; t < nt; t++)
     if (started[t]) pthread_join(tids[t], NULL);
 }
@@ -285,6 +277,7 @@ static job_t *job_new(void) {
   j->src_fd = -1;
   j->dst_fd = -1;
   atomic_init(&j->first_bad, -1);
+  atomic_init(&j->next, 0);
   atomic_init(&j->stop, 0);
   pthread_mutex_init(&j->err_lock, NULL);
   return j;
