@@ -25,7 +25,7 @@ import {
 export const ALLOWED_FILE_SYSTEMS: ReadonlySet<string> = new Set(['btrfs', 'erofs', 'ext4', 'squashfs', 'vfat', 'xfs']);
 
 export interface MountSource {
-  /** Backing fd (a sealed private copy, or a trusted image fd). */
+  /** Backing fd (a read-only private copy, or a trusted image fd). */
   fd: number;
   offset: number;
   size: number;

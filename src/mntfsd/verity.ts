@@ -5,7 +5,8 @@
 import fs from 'node:fs';
 import { native } from '../native/index.js';
 import { isSysError } from '../sys/errors.js';
-import { F_SEAL_ALL_DATA, F_SEAL_SHRINK, F_SEAL_WRITE, addSeals, getSeals, memfdCreate } from '../sys/memfd.js';
+import { F_SEAL_SHRINK, F_SEAL_WRITE, getSeals } from '../sys/memfd.js';
+import { createCopyTarget, type CopyTarget } from './verified-copy.js';
 import { incompatible, verityFailure } from './errors.js';
 import { readAt } from './ddi/gpt.js';
 
@@ -103,7 +104,8 @@ export interface Extent {
 }
 
 export interface VerifiedCopy {
-  /** A sealed memfd holding the verified data, or a re-opened sealed source; the caller closes it. */
+  /** A read-only private copy of the verified data (verified-copy.ts), or a re-opened sealed
+   * source; the caller closes it. */
   fd: number;
   offset: number;
   /** data_blocks × data_block_size: only these bytes were verified. */
@@ -137,7 +139,7 @@ function checkZero(b: Buffer, what: string): void {
 /**
  * Verifies `data` (with its hash tree in `hash`) inside `srcFd` against `rootHash`. The tree
  * is read once into memory and checked top-down; the data is read once per chunk, hashed
- * and copied from the same memory into a sealed memfd. Throws VerityFailure on any mismatch,
+ * and copied from the same memory into a private copy that then becomes read-only. Throws VerityFailure on any mismatch,
  * IncompatibleImage on malformed metadata.
  */
 export async function verifyPartition(srcFd: number, data: Extent, hash: Extent, rootHash: Buffer, opts: VerifyOptions = {}): Promise<VerifiedCopy> {
@@ -173,9 +175,9 @@ export async function verifyPartition(srcFd: number, data: Extent, hash: Extent,
   const expected = top >= 0 ? levelBuf(0) : rootHash;
   const [expHbs, expPer] = top >= 0 ? [hbs, per] : [DIGEST_SIZE, 1];
   const inPlace = opts.copy === false || isImmutable(srcFd);
-  const dst = inPlace ? -1 : memfdCreate('mountgate-verified');
+  const copy: CopyTarget | null = inPlace ? null : createCopyTarget(dataBytes);
+  const dst = copy ? copy.fd : -1;
   try {
-    if (dst >= 0) fs.ftruncateSync(dst, dataBytes);
     const blocksPerSlice = SLICE_BYTES / sb.dataBlockSize;
     for (let first = 0; first < sb.dataBlocks; first += blocksPerSlice) {
       const n = Math.min(blocksPerSlice, sb.dataBlocks - first);
@@ -192,15 +194,12 @@ export async function verifyPartition(srcFd: number, data: Extent, hash: Extent,
       if (bad !== -1) throw verityFailure(`data block ${first + bad} does not match`);
       opts.onProgress?.(geo.treeBytes + off + n * sb.dataBlockSize, total);
     }
-    if (dst >= 0) {
-      addSeals(dst, F_SEAL_ALL_DATA);
-      return { fd: dst, offset: 0, size: dataBytes, copied: true, superblock: sb };
-    }
+    if (copy) return { fd: copy.freeze(), offset: 0, size: dataBytes, copied: true, superblock: sb };
     // Hand out our own read-only descriptor so the caller's fd stays the caller's.
     const fd = opts.copy === false ? -1 : fs.openSync(`/proc/self/fd/${srcFd}`, fs.constants.O_RDONLY);
     return { fd, offset: data.offset, size: dataBytes, copied: false, superblock: sb };
   } catch (err) {
-    if (dst >= 0) fs.closeSync(dst);
+    copy?.discard();
     throw err;
   }
 }

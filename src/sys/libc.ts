@@ -18,6 +18,7 @@ export const NR = {
   fsopen: 430,
   fsconfig: 431,
   fsmount: 432,
+  fspick: 433,
   pidfd_open: 434,
   mount_setattr: 442,
 } as const;

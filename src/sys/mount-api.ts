@@ -12,6 +12,8 @@ export const AT_RECURSIVE = 0x8000;
 
 export const FSOPEN_CLOEXEC = 0x1;
 export const FSMOUNT_CLOEXEC = 0x1;
+export const FSPICK_CLOEXEC = 0x1;
+export const FSPICK_EMPTY_PATH = 0x8;
 
 export const FSCONFIG_SET_FLAG = 0;
 export const FSCONFIG_SET_STRING = 1;
@@ -83,6 +85,16 @@ export function fsconfigSetFd(fsFd: number, key: string, fd: number): void {
 /** Creates the superblock from the configured context. */
 export function fsconfigCreate(fsFd: number): void {
   fsconfig(fsFd, FSCONFIG_CMD_CREATE, null, null, 0);
+}
+
+/** Applies the options set on a context from fspick() to the live superblock. */
+export function fsconfigReconfigure(fsFd: number): void {
+  fsconfig(fsFd, FSCONFIG_CMD_RECONFIGURE, null, null, 0);
+}
+
+/** Opens a context for reconfiguring the superblock behind a mount fd (fspick with AT_EMPTY_PATH). */
+export function fspickFd(mountFd: number): number {
+  return check(syscall(NR.fspick, 'int', mountFd, 'str', '', 'uint', FSPICK_EMPTY_PATH | FSPICK_CLOEXEC), 'fspick');
 }
 
 /** Turns a created context into a detached mount fd. `attrFlags` are MOUNT_ATTR_* values. */

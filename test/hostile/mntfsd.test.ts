@@ -292,9 +292,9 @@ describe('wrong fds for userNamespaceFileDescriptor', () => {
   });
 });
 
-/** Waits until the daemon holds a memfd (the verified copy is being written). */
+/** Waits until the daemon holds a verified copy (it is being written). */
 async function untilCopying(): Promise<void> {
-  await until(() => daemon.fds().some((l) => l.includes('memfd:mountgate-verified')), 'the daemon to start copying', 30_000);
+  await until(() => daemon.fds().some((l) => l.includes('/mountgate-verified')), 'the daemon to start copying', 30_000);
 }
 
 describe('fd hoarding', () => {
@@ -339,7 +339,7 @@ describe('disconnect mid-call', () => {
     } finally {
       p.close();
     }
-    await until(() => !daemon.fds().some((l) => l.includes('memfd:')), 'the copy to be dropped');
+    await until(() => !daemon.fds().some((l) => l.includes('/mountgate-verified')), 'the copy to be dropped');
     const after = await daemon.status();
     assert.equal(after.verifications, before.verifications + 1);
     assert.equal(after.cachedImages.length, before.cachedImages.length);
@@ -357,7 +357,7 @@ describe('disconnect mid-call', () => {
     fs.closeSync(fd);
     await untilCopying();
     p.close();
-    await until(() => !daemon.fds().some((l) => l.includes('memfd:')), 'the copy to finish');
+    await until(() => !daemon.fds().some((l) => l.includes('/mountgate-verified')), 'the copy to finish');
     const after = await daemon.status();
     assert.equal(after.verifications, before.verifications + 1);
     assert.equal(after.cachedImages.length, before.cachedImages.length + 1);

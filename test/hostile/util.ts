@@ -189,7 +189,7 @@ export function loopDevices(): Map<string, string> {
 
 /** Backing files of loops mntfsd makes for these tests: verified copies, or images in our dirs.
  * (Other suites running on the machine at the same time bind loops of their own files.) */
-const OURS = /memfd:mountgate-verified|\/hostile-/;
+const OURS = /^\/mountgate-verified$|\/hostile-/;
 
 /** Loop devices bound now that were not in `before` (loops we made that are still there). */
 export function newLoops(before: Map<string, string>): string[] {

@@ -7,7 +7,9 @@ import fc from 'fast-check';
 import { dissectImage } from '../../src/mntfsd/ddi/dissect.js';
 import { isMountFsError, type MountFsErrorName } from '../../src/mntfsd/errors.js';
 import { parseVeritySuperblock, treeGeometry, verifyPartition, type Extent, type VerifiedCopy } from '../../src/mntfsd/verity.js';
-import { F_SEAL_ALL_DATA, addSeals, getSeals, memfdCreate } from '../../src/sys/memfd.js';
+import { F_SEAL_ALL_DATA, addSeals, memfdCreate } from '../../src/sys/memfd.js';
+import { fdFlags, statfsType, TMPFS_MAGIC } from '../../src/sys/stat.js';
+import { createCopyTarget } from '../../src/mntfsd/verified-copy.js';
 import { flipped, handVerityImage, imageDir, makeFileSystem, removeImages, repartImage, run, verityFormat } from './images.js';
 
 after(removeImages);
@@ -114,9 +116,61 @@ describe('verity: superblock', () => {
   });
 });
 
+/** A verified copy: a read-only fd on a private tmpfs that no longer accepts writers. */
+function assertFrozenCopy(fd: number): void {
+  const f = fdFlags(fd);
+  assert.equal(f.writable, false);
+  assert.equal(statfsType(fd), TMPFS_MAGIC);
+  assert.throws(() => fs.openSync(`/proc/self/fd/${fd}`, 'r+'), { code: 'EROFS' });
+  assert.throws(() => fs.ftruncateSync(fd, 0));
+}
+
+describe('verity: the private copy target', () => {
+  test('written, then frozen: read-only, same bytes, on its own read-only tmpfs; no fds left behind', () => {
+    const before = fs.readdirSync('/proc/self/fd').length;
+    const bytes = Buffer.alloc(3 * 1024 * 1024 + 4096, 0x5a);
+    const t = createCopyTarget(bytes.length);
+    assert.equal(fs.fstatSync(t.fd).size, bytes.length);
+    fs.writeSync(t.fd, bytes, 0, bytes.length, 0);
+    const ro = t.freeze();
+    try {
+      assertFrozenCopy(ro);
+      assert.ok(readRange(ro, 0, bytes.length).equals(bytes));
+    } finally {
+      fs.closeSync(ro);
+    }
+    assert.equal(fs.readdirSync('/proc/self/fd').length, before);
+  });
+
+  test('freezing fails while another writer is open (EBUSY), and cleans up', () => {
+    const before = fs.readdirSync('/proc/self/fd').length;
+    const t = createCopyTarget(4096);
+    const writer = fs.openSync(`/proc/self/fd/${t.fd}`, 'r+');
+    try {
+      assert.throws(() => t.freeze(), { code: 'EBUSY' });
+    } finally {
+      fs.closeSync(writer);
+    }
+    assert.equal(fs.readdirSync('/proc/self/fd').length, before);
+  });
+
+  test('the copy cannot outgrow its instance', () => {
+    const t = createCopyTarget(4096);
+    try {
+      // Sized to the copy (rounded up to one huge page): the fourth MiB does not fit.
+      const mib = Buffer.alloc(1024 * 1024, 1);
+      assert.throws(() => {
+        for (let i = 0; i < 4; i++) fs.writeSync(t.fd, mib, 0, mib.length, i * mib.length);
+      }, { code: 'ENOSPC' });
+    } finally {
+      t.discard();
+    }
+  });
+});
+
 describe('verity: verification with copy', () => {
   for (const [dbs, hbs] of [[4096, 4096], [512, 512], [512, 4096], [4096, 512]] as const) {
-    test(`data ${dbs} / hash ${hbs}: verified copy is sealed and equals the data`, async () => {
+    test(`data ${dbs} / hash ${hbs}: verified copy is read-only and equals the data`, async () => {
       const { path: img, rootHash } = handVerityImage('erofs', { dataBlockSize: dbs, hashBlockSize: hbs });
       const l = layoutOf(img, rootHash);
       const progress: number[] = [];
@@ -129,7 +183,7 @@ describe('verity: verification with copy', () => {
       }
       try {
         assert.equal(copy.copied, true);
-        assert.equal(getSeals(copy.fd) & F_SEAL_ALL_DATA, F_SEAL_ALL_DATA);
+        assertFrozenCopy(copy.fd);
         const original = fs.readFileSync(makeFileSystem('erofs'));
         assert.equal(copy.size, original.length);
         assert.ok(readRange(copy.fd, 0, copy.size).equals(original));
