@@ -64,7 +64,7 @@ export async function memoryFigure(ctx: BenchContext, log: (s: string) => void):
     method:
       `VmRSS from /proc/PID/status of \`mountgate userdbd --allow-without-policy\` and \`… mntfsd --userdbd none\` (${SHIPPED_NAME}, child processes), read ${SETTLE_MS} ms after start and ${SETTLE_MS} ms after the load. ` +
       `userdbd: ${OPERATIONS} AllocateUserRange calls by a root client, each for a fresh \`unshare --user\` namespace, ${ALLOC_BATCH} alive at a time (killed after each batch; the per-uid cap reaps them). ` +
-      `mntfsd: ${OPERATIONS} MountImage calls by a root client cycling over ${MOUNT_IMAGES} distinct 4 MiB signed DDIs (${MOUNT_IMAGES} cold, the rest cache hits; the verified copies stay cached in memfds, which the daemon never maps, so they are kernel memory outside its RSS), idmapped to a mapped user namespace, mount fds closed by the client.`,
+      `mntfsd: ${OPERATIONS} MountImage calls by a root client cycling over ${MOUNT_IMAGES} distinct 4 MiB signed DDIs (${MOUNT_IMAGES} cold, the rest cache hits; the verified copies stay cached on private tmpfs instances, which the daemon never maps, so they are kernel memory outside its RSS), idmapped to a mapped user namespace, mount fds closed by the client.`,
     samples: `1 reading per state per daemon`,
     result: rows.join('; '),
     target: 'report (no target in the issue)',

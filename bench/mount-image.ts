@@ -90,7 +90,7 @@ export async function mountImageFigures(ctx: BenchContext, log: (s: string) => v
       {
         id: '2a',
         title: 'MountImage round trip, cold',
-        method: `${common} ${COLD_IMAGES} distinct signed DDIs (builder, ${IMAGE_PAYLOAD >> 20} MiB random payload, data partition ${(layout.data.size / 2 ** 20).toFixed(1)} MiB), each mounted once (first time for that image: signature check, verify into a memfd, mount, idmapped clone). Reference: verifyPartition() copy mode on each of the same images in the benchmark process.`,
+        method: `${common} ${COLD_IMAGES} distinct signed DDIs (builder, ${IMAGE_PAYLOAD >> 20} MiB random payload, data partition ${(layout.data.size / 2 ** 20).toFixed(1)} MiB), each mounted once (first time for that image: signature check, verify into a private copy, mount, idmapped clone). Reference: verifyPartition() copy mode on each of the same images in the benchmark process.`,
         samples: `${c.n} cold mounts, ${v.n} verifications`,
         result: `cold ${fmtSummary(c)}; verification alone ${fmtSummary(v)}; cold − verification at p50: ${ms(c.p50 - v.p50)}`,
         target: `cold p50 ≤ verification p50 + ${COLD_SLACK_MS} ms (= ${ms(v.p50 + COLD_SLACK_MS)})`,
