@@ -59,7 +59,13 @@ class Joiner {
   request(op: number, arg: number, fds: number[] = []): Promise<number> {
     if (this.dead) return Promise.reject(this.dead);
     const msg = Buffer.from(new Uint32Array([op, arg]).buffer); // native byte order, as the C side reads it
-    const sent = native.sendmsg(this.fd, msg, 0, FRAME, fds);
+    let sent: number;
+    try {
+      sent = native.sendmsg(this.fd, msg, 0, FRAME, fds);
+    } catch (err) {
+      this.fail(err as Error); // EPIPE: it died and Node has not seen the exit yet
+      return Promise.reject(err as Error);
+    }
     if (sent !== FRAME) {
       // 8 bytes to a socket the joiner drains: anything short means it is not draining.
       const err = new Error(`nshelper joiner: request not sent (${sent} of ${FRAME} bytes)`);
@@ -132,8 +138,16 @@ function current(): Joiner {
  * (e.g. EINVAL for an fd that is not a user namespace).
  */
 export async function joinUserNamespace(usernsFd: number): Promise<UserNamespaceMember> {
-  const j = current();
-  const result = await j.request(OP_JOIN, 0, [usernsFd]);
+  let j = current();
+  let result: number;
+  try {
+    result = await j.request(OP_JOIN, 0, [usernsFd]);
+  } catch (err) {
+    if (!j.dead) throw err;
+    // The joiner had died (killed, crashed): one retry with a fresh one.
+    j = current();
+    result = await j.request(OP_JOIN, 0, [usernsFd]);
+  }
   if (result < 0) throw new SysError(-result, 'setns', 'nshelper joiner, CLONE_NEWUSER');
   const pid = result;
   let released: Promise<void> | undefined;

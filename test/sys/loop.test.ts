@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { attachLoop, detachLoop } from '../../src/sys/loop.js';
-import { fdCount, waitFor } from './util.js';
+import { assertNoNewFds, openFds, waitFor } from './util.js';
 
 function sysfs(n: number, file: string): string {
   return fs.readFileSync(`/sys/block/loop${n}/${file}`, 'utf8').trim();
@@ -25,7 +25,7 @@ function withBackingFile(size: number, fn: (file: string, fd: number) => Promise
 }
 
 test('attach read-only + autoclear, sysfs reflects it, detach', async () => {
-  const before = fdCount();
+  const before = openFds();
   await withBackingFile(1 << 20, async (file, backing) => {
     const dev = attachLoop(backing, { readOnly: true, autoclear: true });
     try {
@@ -46,11 +46,11 @@ test('attach read-only + autoclear, sysfs reflects it, detach', async () => {
     }
     await waitFor(() => !attached(dev.number), 'loop device to detach');
   });
-  assert.equal(fdCount(), before);
+  await assertNoNewFds(before);
 });
 
 test('offset and size limit; autoclear detaches on last close', async () => {
-  const before = fdCount();
+  const before = openFds();
   await withBackingFile(64 * 1024, async (_file, backing) => {
     const dev = attachLoop(backing, { readOnly: true, autoclear: true, offset: 4096, size: 8192 });
     try {
@@ -62,7 +62,7 @@ test('offset and size limit; autoclear detaches on last close', async () => {
     }
     await waitFor(() => !attached(dev.number), 'autoclear to detach the loop device');
   });
-  assert.equal(fdCount(), before);
+  await assertNoNewFds(before);
 });
 
 test('concurrent attaches get distinct devices', async () => {

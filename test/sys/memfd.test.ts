@@ -12,10 +12,10 @@ import {
   memfdCreate,
 } from '../../src/sys/memfd.js';
 import { fdFlags } from '../../src/sys/stat.js';
-import { fdCount } from './util.js';
+import { assertNoNewFds, openFds } from './util.js';
 
-test('memfd seals: write after F_SEAL_WRITE fails with EPERM', () => {
-  const before = fdCount();
+test('memfd seals: write after F_SEAL_WRITE fails with EPERM', async () => {
+  const before = openFds();
   const fd = memfdCreate('mountgate-test');
   try {
     assert.ok(fdFlags(fd).writable);
@@ -34,7 +34,7 @@ test('memfd seals: write after F_SEAL_WRITE fails with EPERM', () => {
   } finally {
     fs.closeSync(fd);
   }
-  assert.equal(fdCount(), before);
+  await assertNoNewFds(before);
 });
 
 test('memfd without MFD_ALLOW_SEALING cannot be sealed', () => {

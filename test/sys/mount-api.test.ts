@@ -20,7 +20,7 @@ import {
   openTree,
 } from '../../src/sys/mount-api.js';
 import { TMPFS_MAGIC, fdFlags, statfsType } from '../../src/sys/stat.js';
-import { fdCount } from './util.js';
+import { assertNoNewFds, openFds } from './util.js';
 
 function makeTmpfs(): { fsFd: number; mntFd: number } {
   const fsFd = fsopen('tmpfs');
@@ -31,8 +31,8 @@ function makeTmpfs(): { fsFd: number; mntFd: number } {
   return { fsFd, mntFd };
 }
 
-test('fsopen tmpfs -> create -> fsmount -> mount_setattr RDONLY', () => {
-  const before = fdCount();
+test('fsopen tmpfs -> create -> fsmount -> mount_setattr RDONLY', async () => {
+  const before = openFds();
   const { fsFd, mntFd } = makeTmpfs();
   try {
     assert.equal(statfsType(mntFd), TMPFS_MAGIC);
@@ -47,7 +47,7 @@ test('fsopen tmpfs -> create -> fsmount -> mount_setattr RDONLY', () => {
     fs.closeSync(mntFd);
     fs.closeSync(fsFd);
   }
-  assert.equal(fdCount(), before);
+  await assertNoNewFds(before);
 });
 
 test('bogus filesystem type gives SysError ENODEV', () => {
@@ -66,8 +66,8 @@ test('unknown fsconfig key gives SysError EINVAL', () => {
   }
 });
 
-test('move_mount attaches and open_tree clones', () => {
-  const before = fdCount();
+test('move_mount attaches and open_tree clones', async () => {
+  const before = openFds();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mg-mnt-'));
   const { fsFd, mntFd } = makeTmpfs();
   let mounted = false;
@@ -92,5 +92,5 @@ test('move_mount attaches and open_tree clones', () => {
     if (mounted) execFileSync('umount', [dir]);
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  assert.equal(fdCount(), before);
+  await assertNoNewFds(before);
 });

@@ -11,10 +11,10 @@ import {
   userNamespaceInfo,
 } from '../../src/sys/nsfs.js';
 import { NSFS_MAGIC, statfsType } from '../../src/sys/stat.js';
-import { fdCount, killAndWait, spawnInNewUserns } from './util.js';
+import { assertNoNewFds, openFds, killAndWait, spawnInNewUserns } from './util.js';
 
-test('own user namespace: CLONE_NEWUSER, owner uid 0, no visible parent', () => {
-  const before = fdCount();
+test('own user namespace: CLONE_NEWUSER, owner uid 0, no visible parent', async () => {
+  const before = openFds();
   const fd = fs.openSync('/proc/self/ns/user', 'r');
   try {
     assert.equal(statfsType(fd), NSFS_MAGIC);
@@ -27,11 +27,11 @@ test('own user namespace: CLONE_NEWUSER, owner uid 0, no visible parent', () => 
   } finally {
     fs.closeSync(fd);
   }
-  assert.equal(fdCount(), before);
+  await assertNoNewFds(before);
 });
 
-test('net namespace: type, owning user namespace, and userNamespaceInfo rejects it', () => {
-  const before = fdCount();
+test('net namespace: type, owning user namespace, and userNamespaceInfo rejects it', async () => {
+  const before = openFds();
   const net = fs.openSync('/proc/self/ns/net', 'r');
   try {
     assert.equal(nsGetType(net), CLONE_NEWNET);
@@ -45,11 +45,11 @@ test('net namespace: type, owning user namespace, and userNamespaceInfo rejects 
   } finally {
     fs.closeSync(net);
   }
-  assert.equal(fdCount(), before);
+  await assertNoNewFds(before);
 });
 
 test('user namespace created by uid 1000: owner 1000, parent is the init userns', async () => {
-  const before = fdCount();
+  const before = openFds();
   const child = await spawnInNewUserns('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', 'unshare', '--user', 'sleep', '5']);
   const fd = fs.openSync(`/proc/${child.pid}/ns/user`, 'r');
   try {
@@ -67,5 +67,5 @@ test('user namespace created by uid 1000: owner 1000, parent is the init userns'
     fs.closeSync(fd);
     await killAndWait(child);
   }
-  assert.equal(fdCount(), before);
+  await assertNoNewFds(before);
 });

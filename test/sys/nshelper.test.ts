@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { nshelperPath, spawnInNamespaces } from '../../src/sys/nshelper.js';
-import { fdCount, killAndWait, spawnInNewUserns } from './util.js';
+import { assertNoNewFds, openFds, killAndWait, spawnInNewUserns } from './util.js';
 
 const norm = (s: string): string => s.trim().split(/\s+/).join(' ');
 
@@ -11,7 +11,7 @@ test('nshelper binary is built', () => {
 });
 
 test('exec-in: a process started inside a mapped namespace sees its map', async () => {
-  const before = fdCount();
+  const before = openFds();
   const holder = await spawnInNewUserns('unshare', ['--user', '--map-root-user', 'sleep', '30']);
   const usernsFd = fs.openSync(`/proc/${holder.pid}/ns/user`, 'r');
   try {
@@ -25,7 +25,7 @@ test('exec-in: a process started inside a mapped namespace sees its map', async 
     fs.closeSync(usernsFd);
     await killAndWait(holder);
   }
-  assert.equal(fdCount(), before);
+  await assertNoNewFds(before);
 });
 
 test('exec-in usage and exec errors', async () => {

@@ -4,10 +4,10 @@ import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { pidfdOpen, pidfdSendSignal } from '../../src/sys/pidfd.js';
 import { O_PATH, PIDFS_MAGIC, fdFlags, fdStat, statfsType } from '../../src/sys/stat.js';
-import { fdCount } from './util.js';
+import { assertNoNewFds, openFds } from './util.js';
 
 test('pidfd_open + pidfd_send_signal', async () => {
-  const before = fdCount();
+  const before = openFds();
   const child = spawn('sleep', ['30'], { stdio: 'ignore' });
   const exited = new Promise<NodeJS.Signals | null>((r) => child.once('exit', (_c, s) => r(s)));
   const pidfd = pidfdOpen(child.pid!);
@@ -21,11 +21,11 @@ test('pidfd_open + pidfd_send_signal', async () => {
     fs.closeSync(pidfd);
   }
   assert.throws(() => pidfdOpen(0x3fffffff), { name: 'SysError', code: 'ESRCH' });
-  assert.equal(fdCount(), before);
+  await assertNoNewFds(before);
 });
 
-test('fdFlags: access mode and O_PATH', () => {
-  const before = fdCount();
+test('fdFlags: access mode and O_PATH', async () => {
+  const before = openFds();
   const r = fs.openSync('/etc/hostname', 'r');
   const p = fs.openSync('/etc', O_PATH);
   const w = fs.openSync('/dev/null', 'w');
@@ -39,5 +39,5 @@ test('fdFlags: access mode and O_PATH', () => {
   } finally {
     for (const fd of [r, p, w]) fs.closeSync(fd);
   }
-  assert.equal(fdCount(), before);
+  await assertNoNewFds(before);
 });

@@ -1,11 +1,32 @@
 // Shared helpers for the src/sys tests (real kernel, run as root).
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 
-/** Number of open fds in this process. */
-export function fdCount(): number {
-  return fs.readdirSync('/proc/self/fd').length;
+/** This process's open fds and what each points to. */
+export function openFds(): Map<number, string> {
+  const fds = new Map<number, string>();
+  for (const name of fs.readdirSync('/proc/self/fd')) {
+    try {
+      fds.set(Number(name), fs.readlinkSync(`/proc/self/fd/${name}`));
+    } catch {
+      // closed between readdir and readlink (e.g. the readdir's own fd)
+    }
+  }
+  return fds;
+}
+
+/**
+ * Asserts that every fd open now was open at `before` (same number, same target): what the
+ * test opened is closed again. Node's own fds may come and go meanwhile (loader, child
+ * process plumbing), so a missing fd is not an error and a new one gets a moment to close.
+ */
+export async function assertNoNewFds(before: Map<number, string>, timeoutMs = 2000): Promise<void> {
+  const fresh = (): string[] => [...openFds()].filter(([fd, target]) => before.get(fd) !== target).map(([fd, target]) => `${fd} -> ${target}`);
+  const deadline = Date.now() + timeoutMs;
+  while (fresh().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(fresh(), [], 'fds left open');
 }
 
 export async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
