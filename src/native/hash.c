@@ -1,6 +1,6 @@
 /* dm-verity hashing off the JS thread.
  *
- * Each call is one napi_async_work whose execute step shares the blocks, 1 MiB chunks
+ * Each call is one napi_async_work whose execute step shares the blocks, 2 MiB chunks
  * claimed one at a time, among one thread per online CPU. A block's digest is SHA-256(salt || block) (hash type 1),
  * compared with the expected digest slot; the promise resolves with -1 when every block
  * matches, or with the index of a block that does not (threads stop at the first they see).
@@ -22,7 +22,8 @@
 #include "addon.h"
 
 #define DIGEST 32
-#define CHUNK (1u << 20)
+/* 2 MiB: a huge page of the copy, so two threads never write into the same one. */
+#define CHUNK (2u << 20)
 #define MAX_THREADS 64
 
 typedef struct {
