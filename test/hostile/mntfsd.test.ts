@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { buildDdi } from '../../src/image-builder/build-ddi.js';
 import { parseInterface } from '../../src/ipc/idl.js';
 import { VarlinkServer } from '../../src/ipc/server.js';
+import { FILE_NAME } from '../../src/mntfsd/verified-copy.js';
 import { native } from '../../src/native/index.js';
 import { memfdCreate } from '../../src/sys/memfd.js';
 import { pidfdOpen } from '../../src/sys/pidfd.js';
@@ -294,7 +295,7 @@ describe('wrong fds for userNamespaceFileDescriptor', () => {
 
 /** Waits until the daemon holds a verified copy (it is being written). */
 async function untilCopying(): Promise<void> {
-  await until(() => daemon.fds().some((l) => l.includes('/mountgate-verified')), 'the daemon to start copying', 30_000);
+  await until(() => daemon.fds().some((l) => l.includes(`/${FILE_NAME}`)), 'the daemon to start copying', 30_000);
 }
 
 describe('fd hoarding', () => {
@@ -339,7 +340,7 @@ describe('disconnect mid-call', () => {
     } finally {
       p.close();
     }
-    await until(() => !daemon.fds().some((l) => l.includes('/mountgate-verified')), 'the copy to be dropped');
+    await until(() => !daemon.fds().some((l) => l.includes(`/${FILE_NAME}`)), 'the copy to be dropped');
     const after = await daemon.status();
     assert.equal(after.verifications, before.verifications + 1);
     assert.equal(after.cachedImages.length, before.cachedImages.length);
@@ -357,7 +358,7 @@ describe('disconnect mid-call', () => {
     fs.closeSync(fd);
     await untilCopying();
     p.close();
-    await until(() => !daemon.fds().some((l) => l.includes('/mountgate-verified')), 'the copy to finish');
+    await until(() => !daemon.fds().some((l) => l.includes(`/${FILE_NAME}`)), 'the copy to finish');
     const after = await daemon.status();
     assert.equal(after.verifications, before.verifications + 1);
     assert.equal(after.cachedImages.length, before.cachedImages.length + 1);

@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { VarlinkClient } from '../../src/ipc/client.js';
 import { Connection } from '../../src/ipc/connection.js';
+import { FILE_NAME } from '../../src/mntfsd/verified-copy.js';
 import { native, nativeBuildDir } from '../../src/native/index.js';
 
 const execFileAsync = promisify(execFile);
@@ -189,7 +190,7 @@ export function loopDevices(): Map<string, string> {
 
 /** Backing files of loops mntfsd makes for these tests: verified copies, or images in our dirs.
  * (Other suites running on the machine at the same time bind loops of their own files.) */
-const OURS = /^\/mountgate-verified$|\/hostile-/;
+const OURS = new RegExp(`^/${FILE_NAME}$|/hostile-`);
 
 /** Loop devices bound now that were not in `before` (loops we made that are still there). */
 export function newLoops(before: Map<string, string>): string[] {

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { buildDdi } from '../../src/image-builder/build-ddi.js';
 import { startMntfsd, type Mntfsd } from '../../src/mntfsd/daemon.js';
+import { FILE_NAME } from '../../src/mntfsd/verified-copy.js';
 import { startUserdbd, type Userdbd } from '../../src/userdbd/daemon.js';
 import { loadPolicy, type TestPolicy } from '../userdbd/policy.js';
 import { pino } from 'pino';
@@ -83,7 +84,7 @@ function loopsBackedByCopies(): number {
   let n = 0;
   for (const d of fs.readdirSync('/sys/block')) {
     try {
-      if (fs.readFileSync(`/sys/block/${d}/loop/backing_file`, 'utf8').endsWith('/mountgate-verified\n')) n++;
+      if (fs.readFileSync(`/sys/block/${d}/loop/backing_file`, 'utf8').endsWith(`/${FILE_NAME}\n`)) n++;
     } catch {
       // not a bound loop device
     }
