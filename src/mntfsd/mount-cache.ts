@@ -1,10 +1,10 @@
 // Verified partitions, keyed by Verity root hash: a hit means the bytes were already copied,
-// verified and mounted, so serving the same image again costs one open_tree() clone.
-import * as fs from 'node:fs';
+// verified and mounted, so serving the same image again costs one mount of that superblock.
+import { releasePartitionMount, type PartitionMount } from './mount.js';
 
 export interface CachedMount {
-  /** Detached, un-idmapped mount of the verified private copy. */
-  baseMountFd: number;
+  /** The verified private copy, mounted (never handed out itself). */
+  partition: PartitionMount;
   fileSystemType: string;
 }
 
@@ -63,12 +63,12 @@ export class MountCache {
     while (this.entries.size > this.capacity) {
       const [key, oldest] = this.entries.entries().next().value as [string, CachedMount];
       this.entries.delete(key);
-      fs.closeSync(oldest.baseMountFd);
+      releasePartitionMount(oldest.partition);
     }
   }
 
   clear(): void {
-    for (const m of this.entries.values()) fs.closeSync(m.baseMountFd);
+    for (const m of this.entries.values()) releasePartitionMount(m.partition);
     this.entries.clear();
   }
 }

@@ -10,7 +10,7 @@ import { fdFlags, fdStat, NSFS_MAGIC, PIDFS_MAGIC, PROC_SUPER_MAGIC, statfsType 
 import { detectFileSystem, dissectImage, type DissectedImage, type DissectedPartition } from './ddi/dissect.js';
 import { MountFsError, isMountFsError } from './errors.js';
 import { evaluatePartition, formatImagePolicy, ImagePolicyError, type Designator, type ImagePolicy, type Protection } from './image-policy.js';
-import { cloneForCaller, mountPartition } from './mount.js';
+import { mountForCaller, mountPartition, releasePartitionMount } from './mount.js';
 import type { MountCache } from './mount-cache.js';
 // Loaded at the first signature check: pkijs and asn1js cost ~100 ms of daemon start-up.
 let signatureModule: Promise<typeof import('./signature.js')> | undefined;
@@ -185,9 +185,9 @@ function mountUnprotected(imageFd: number, p: DissectedPartition, readOnly: bool
   const fileSystemType = p.fileSystemType!;
   const base = mountPartition({ fd: imageFd, offset: p.offset, size: p.size }, { designator: p.designator, fileSystemType, readOnly });
   try {
-    return { fd: cloneForCaller(base, usernsFd, readOnly), fileSystemType };
+    return { fd: mountForCaller(base, usernsFd, readOnly), fileSystemType };
   } finally {
-    fs.closeSync(base);
+    releasePartitionMount(base);
   }
 }
 
@@ -211,14 +211,13 @@ async function mountVerified(
       // Decide the driver from the verified bytes, not from what dissection read off the caller's fd.
       const fileSystemType = detectFileSystem(copy.fd, copy.offset, copy.size);
       if (!fileSystemType) throw new MountFsError('IncompatibleImage', `${p.designator}: no known file system`);
-      const baseMountFd = mountPartition(copy, { designator: p.designator, fileSystemType, readOnly: true });
-      return { baseMountFd, fileSystemType };
+      return { partition: mountPartition(copy, { designator: p.designator, fileSystemType, readOnly: true }), fileSystemType };
     } finally {
       fs.closeSync(copy.fd);
     }
   });
   cfg.log.debug({ rootHash: verity.rootHash, cached }, 'verified partition');
-  return { fd: cloneForCaller(mount.baseMountFd, usernsFd, true), fileSystemType: mount.fileSystemType };
+  return { fd: mountForCaller(mount.partition, usernsFd, true), fileSystemType: mount.fileSystemType };
 }
 
 /** instanceof would need the lazily loaded module. */

@@ -1,9 +1,8 @@
 // Turns verified partition bytes into detached mounts: a read-only loop device over the
-// private copy, the new mount API, and an idmapped clone per caller.
+// private copy, the new mount API, and an idmapped mount of the same superblock per caller.
 import * as fs from 'node:fs';
 import { attachLoop } from '../sys/loop.js';
 import {
-  AT_EMPTY_PATH,
   fsconfigCreate,
   fsconfigSetFlag,
   fsconfigSetString,
@@ -16,9 +15,6 @@ import {
   MOUNT_ATTR_NOSYMFOLLOW,
   MOUNT_ATTR_RDONLY,
   mountSetattrFd,
-  OPEN_TREE_CLOEXEC,
-  OPEN_TREE_CLONE,
-  openTree,
 } from '../sys/mount-api.js';
 
 /** File systems the daemon lets a kernel driver parse (systemd's default list, minus f2fs). */
@@ -55,36 +51,62 @@ function configure(fsFd: number, req: MountRequest): void {
 }
 
 /**
- * Mounts the partition as a detached, not yet idmapped mount. The loop device is configured
- * with autoclear and its fd closed once the superblock holds it, so it goes away with the
- * last mount.
+ * A mounted partition: a read-only (or trusted writable) loop device and a detached mount
+ * that pins its superblock. Callers never get this mount; each gets its own (mountForCaller).
  */
-export function mountPartition(src: MountSource, req: MountRequest): number {
-  if (!ALLOWED_FILE_SYSTEMS.has(req.fileSystemType)) throw new Error(`file system ${req.fileSystemType} is not allowed`);
-  const loop = attachLoop(src.fd, { offset: src.offset, size: src.size, readOnly: req.readOnly, autoclear: true });
-  let fsFd = -1;
+export interface PartitionMount {
+  /** Detached, un-idmapped mount: keeps the superblock (and through it the loop device) alive. */
+  readonly baseFd: number;
+  /** The loop device, opened read-only: how a caller's mount finds the same superblock. */
+  readonly loopFd: number;
+  readonly request: MountRequest;
+}
+
+function newMount(source: string, req: MountRequest, attrs: number): number {
+  const fsFd = fsopen(req.fileSystemType);
   try {
-    fsFd = fsopen(req.fileSystemType);
-    fsconfigSetString(fsFd, 'source', loop.devPath);
+    fsconfigSetString(fsFd, 'source', source);
     configure(fsFd, req);
     fsconfigCreate(fsFd);
-    return fsmount(fsFd, mountAttributes(req));
+    return fsmount(fsFd, attrs);
   } finally {
-    if (fsFd >= 0) fs.closeSync(fsFd);
-    fs.closeSync(loop.fd);
+    fs.closeSync(fsFd);
   }
 }
 
 /**
- * A new detached mount of the same superblock for one caller, idmapped to its user
- * namespace when given. The base mount stays un-idmapped so the cache can clone it again.
+ * Mounts the partition. The loop device is configured with autoclear, so it goes away once
+ * the last mount of its superblock and releasePartitionMount() have let go of it.
  */
-export function cloneForCaller(baseMountFd: number, usernsFd: number | null, readOnly: boolean): number {
-  const fd = openTree(baseMountFd, '', OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+export function mountPartition(src: MountSource, req: MountRequest): PartitionMount {
+  if (!ALLOWED_FILE_SYSTEMS.has(req.fileSystemType)) throw new Error(`file system ${req.fileSystemType} is not allowed`);
+  const loop = attachLoop(src.fd, { offset: src.offset, size: src.size, readOnly: req.readOnly, autoclear: true });
   try {
-    let attrSet = readOnly ? MOUNT_ATTR_RDONLY : 0;
-    if (usernsFd !== null) attrSet |= MOUNT_ATTR_IDMAP;
-    if (attrSet) mountSetattrFd(fd, { attrSet, usernsFd: usernsFd ?? undefined });
+    return { baseFd: newMount(loop.devPath, req, mountAttributes(req)), loopFd: loop.fd, request: req };
+  } catch (err) {
+    fs.closeSync(loop.fd);
+    throw err;
+  }
+}
+
+export function releasePartitionMount(m: PartitionMount): void {
+  fs.closeSync(m.baseFd);
+  fs.closeSync(m.loopFd);
+}
+
+/**
+ * A new detached mount of the partition's superblock for one caller, idmapped to its user
+ * namespace when given. It is a fresh fsmount() of the same block device, which the kernel
+ * resolves to the existing superblock (sget_fc() in get_tree_bdev()): nothing is read or
+ * verified again. Cloning the detached base mount with open_tree(OPEN_TREE_CLONE) would be
+ * shorter, but kernels before 6.15 refuse to clone a mount that is in no mount namespace
+ * (EINVAL), and Debian 13 runs 6.12.
+ */
+export function mountForCaller(m: PartitionMount, usernsFd: number | null, readOnly: boolean): number {
+  const req = { ...m.request, readOnly: m.request.readOnly || readOnly };
+  const fd = newMount(`/proc/self/fd/${m.loopFd}`, req, mountAttributes(req));
+  try {
+    if (usernsFd !== null) mountSetattrFd(fd, { attrSet: MOUNT_ATTR_IDMAP, usernsFd });
     return fd;
   } catch (err) {
     fs.closeSync(fd);
