@@ -9,6 +9,11 @@
  * descendant) die with it and are always writable; writes through an idmapped mount that maps
  * the transient ids to non-transient on-disk ids are fine by construction.
  *
+ * Two layers: the path hooks see the mount (and its idmap) and decide; the inode hooks behind
+ * them see every inode the kernel creates, also on a caller's behalf without a path (overlayfs
+ * makes its work directory in ovl_fill_super() before sb_kern_mount runs), and refuse what no
+ * path hook approved for this task and this dentry.
+ *
  * Everything here is fail-closed: an unreadable structure or an over-long chain denies.
  */
 #include "vmlinux.h"
@@ -66,6 +71,32 @@ struct {
 	__type(value, __u8[32]);
 } userns_meta SEC(".maps");
 
+/*
+ * The dentry whose creation a path hook of this task approved last (see approve()), keyed by
+ * task so that the inode hook that follows in the same call can recognise it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} userns_approved SEC(".maps");
+
+/*
+ * A verdict every verifier can bound. For `c ? -EPERM : 0` clang emits -(c & 1), and verifiers
+ * without range tracking through BPF_NEG (6.12 among them) then see an unbounded R0 at exit
+ * ("should have been in [-4095, 0]"). Opaque constants make clang branch instead, so R0 is a
+ * known constant on each path.
+ */
+static __always_inline int deny_if(bool deny)
+{
+	int eperm = -EPERM, ok = 0;
+
+	asm volatile("" : "+r"(eperm));
+	asm volatile("" : "+r"(ok));
+	return deny ? eperm : ok;
+}
+
 static __always_inline bool id_transient(__u32 id)
 {
 	return (id >= 61184 && id <= 65519) || (id >= 524288 && id <= 1879048191);
@@ -108,7 +139,7 @@ static __always_inline int closest_managed(struct user_namespace *ns, struct use
 		}
 		ns = BPF_CORE_READ(ns, parent);
 	}
-	return ns ? -EPERM : 0;
+	return deny_if(ns);
 }
 
 /* Is `ns` the namespace `ancestor` or one of its descendants? */
@@ -211,8 +242,35 @@ static __always_inline int needs_check(struct user_namespace *fs_ns)
 	return ns_at_or_below(fs_ns, managed) ? 0 : 1;
 }
 
-/* Creation of a new inode in `dir`, owned by the caller's fsuid/fsgid (validate_mount). */
-static __always_inline int check_create(const struct path *dir)
+/* Records that this task's path hook vetted the creation of `dentry` (see userns_approved). */
+static __always_inline void approve(const struct dentry *dentry)
+{
+	__u64 *slot = bpf_task_storage_get(&userns_approved, bpf_get_current_task_btf(), 0,
+					   BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+	if (slot)
+		*slot = (__u64)dentry;
+}
+
+/* Consumes the approval: true when this task's last path hook vetted `dentry`. */
+static __always_inline bool approved(const struct dentry *dentry)
+{
+	__u64 *slot = bpf_task_storage_get(&userns_approved, bpf_get_current_task_btf(), 0, 0);
+	bool ok;
+
+	if (!slot)
+		return false;
+	ok = *slot == (__u64)dentry;
+	*slot = 0;
+	return ok;
+}
+
+/*
+ * Creation of `dentry` in `dir`, owned by the caller's fsuid/fsgid (upstream's
+ * validate_mount()): allowed when the file system dies with the namespace, or when the mount's
+ * idmap stores non-transient ids (then approved for the inode hook that follows).
+ */
+static __always_inline int check_create(const struct path *dir, const struct dentry *dentry)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	const struct cred *cred = task->cred;
@@ -236,13 +294,37 @@ static __always_inline int check_create(const struct path *dir)
 		return -EPERM;
 	fsuid = on_disk_id(idmap, fs_ns, fsuid, false);
 	fsgid = on_disk_id(idmap, fs_ns, fsgid, true);
-	return id_transient(fsuid) || id_transient(fsgid) ? -EPERM : 0;
+	if (id_transient(fsuid) || id_transient(fsgid))
+		return -EPERM;
+	approve(dentry);
+	return 0;
+}
+
+/*
+ * The inode-level backstop: the same question without a mount, so without its idmap. An
+ * inode that would carry the caller's transient fsuid/fsgid on a file system that outlives
+ * the namespace is allowed only if this task's path hook approved exactly this dentry.
+ */
+static __always_inline int check_inode_create(const struct dentry *dentry)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	const struct cred *cred = task->cred;
+	int r;
+
+	if (!cred)
+		return -EPERM;
+	if (!id_transient(BPF_CORE_READ(cred, fsuid.val)) && !id_transient(BPF_CORE_READ(cred, fsgid.val)))
+		return 0;
+	r = needs_check(BPF_CORE_READ(dentry, d_sb, s_user_ns));
+	if (r <= 0)
+		return r;
+	return deny_if(!approved(dentry));
 }
 
 SEC("lsm/path_mkdir")
 int BPF_PROG(userns_restrict_path_mkdir, const struct path *dir, struct dentry *dentry, umode_t mode, int ret)
 {
-	return ret ? ret : check_create(dir);
+	return ret ? ret : check_create(dir, dentry);
 }
 
 /* Also called by open(O_CREAT) through may_o_create(). */
@@ -250,21 +332,55 @@ SEC("lsm/path_mknod")
 int BPF_PROG(userns_restrict_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode,
 	     unsigned int dev, int ret)
 {
-	return ret ? ret : check_create(dir);
+	return ret ? ret : check_create(dir, dentry);
 }
 
 SEC("lsm/path_symlink")
 int BPF_PROG(userns_restrict_path_symlink, const struct path *dir, struct dentry *dentry, const char *old_name,
 	     int ret)
 {
-	return ret ? ret : check_create(dir);
+	return ret ? ret : check_create(dir, dentry);
 }
 
 SEC("lsm/path_link")
 int BPF_PROG(userns_restrict_path_link, struct dentry *old_dentry, const struct path *new_dir,
 	     struct dentry *new_dentry, int ret)
 {
-	return ret ? ret : check_create(new_dir);
+	return ret ? ret : check_create(new_dir, new_dentry);
+}
+
+SEC("lsm/inode_mkdir")
+int BPF_PROG(userns_restrict_inode_mkdir, struct inode *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	return ret ? ret : check_inode_create(dentry);
+}
+
+/* Regular files: vfs_create(), and open(O_CREAT) through may_o_create(). */
+SEC("lsm/inode_create")
+int BPF_PROG(userns_restrict_inode_create, struct inode *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	return ret ? ret : check_inode_create(dentry);
+}
+
+SEC("lsm/inode_mknod")
+int BPF_PROG(userns_restrict_inode_mknod, struct inode *dir, struct dentry *dentry, umode_t mode, dev_t dev,
+	     int ret)
+{
+	return ret ? ret : check_inode_create(dentry);
+}
+
+SEC("lsm/inode_symlink")
+int BPF_PROG(userns_restrict_inode_symlink, struct inode *dir, struct dentry *dentry, const char *old_name,
+	     int ret)
+{
+	return ret ? ret : check_inode_create(dentry);
+}
+
+SEC("lsm/inode_link")
+int BPF_PROG(userns_restrict_inode_link, struct dentry *old_dentry, struct inode *dir, struct dentry *new_dentry,
+	     int ret)
+{
+	return ret ? ret : check_inode_create(new_dentry);
 }
 
 /*
@@ -281,7 +397,7 @@ int BPF_PROG(userns_restrict_path_chown, const struct path *path, __u32 uid, __u
 	r = needs_check(BPF_CORE_READ(path, mnt, mnt_sb, s_user_ns));
 	if (r <= 0)
 		return r;
-	return id_transient(uid) || id_transient(gid) ? -EPERM : 0;
+	return deny_if(id_transient(uid) || id_transient(gid));
 }
 
 struct acl_walk {
@@ -329,17 +445,20 @@ int BPF_PROG(userns_restrict_inode_set_acl, struct mnt_idmap *idmap, struct dent
 	if (w.count > MAX_ACL_ENTRIES)
 		return -EPERM;
 	bpf_loop(MAX_ACL_ENTRIES, acl_walk_cb, &w, 0);
-	return w.deny ? -EPERM : 0;
+	return deny_if(w.deny);
 }
 
 /*
  * security.capability: cap_convert_nscap() has already turned the value into what will be
- * stored, so a v3 rootid here is relative to the file system's user namespace.
+ * stored, so a v3 rootid here is relative to the file system's user namespace. `value` is a
+ * void pointer, which verifiers before 7.x refuse to take from the context ("arg3 type UNKNOWN
+ * is not a struct"): it is fetched with bpf_get_func_arg() instead.
  */
 SEC("lsm/inode_setxattr")
 int BPF_PROG(userns_restrict_inode_setxattr, struct mnt_idmap *idmap, struct dentry *dentry, const char *name,
-	     const void *value, size_t size, int flags, int ret)
+	     const void *value_unread, size_t size, int flags, int ret)
 {
+	__u64 value = 0;
 	static const char caps[] = "security.capability";
 	struct vfs_ns_cap_data cap;
 	struct user_namespace *fs_ns;
@@ -360,14 +479,14 @@ int BPF_PROG(userns_restrict_inode_setxattr, struct mnt_idmap *idmap, struct den
 		return r;
 	if (size < sizeof(cap))
 		return 0; /* v1/v2: no rootid, owned by the file system's root */
-	if (bpf_probe_read_kernel(&cap, sizeof(cap), value))
+	if (bpf_get_func_arg(ctx, 3, &value) || bpf_probe_read_kernel(&cap, sizeof(cap), (const void *)value))
 		return -EPERM;
 	if ((cap.magic_etc & VFS_CAP_REVISION_MASK) != VFS_CAP_REVISION_3)
 		return 0;
 	rootid = cap.rootid;
 	if (BPF_CORE_READ(fs_ns, level) != 0)
 		rootid = map_id(&fs_ns->uid_map, rootid, false);
-	return id_transient(rootid) ? -EPERM : 0;
+	return deny_if(id_transient(rootid));
 }
 
 /* Does every extent of this idmap put on-disk ids outside the transient windows? */
