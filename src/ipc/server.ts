@@ -1,12 +1,15 @@
 // Varlink server: accepts on a path or on socket-activated fds, validates every call
 // against the interface's IDL, answers pipelined calls in order, passes fds both ways.
+// Like systemd's services it declares org.varlink.service and io.systemd itself.
 import fs from 'node:fs';
 import path from 'node:path';
+import { createLogger } from '../log.js';
 import { native, POLL_READABLE, type PeerCred, type Poller } from '../native/index.js';
 import { Connection, closeQuietly, type Incoming } from './connection.js';
 import { ERR, ProtocolError, VarlinkError, invalidParameter, systemError } from './errors.js';
 import { parseInterface, type Interface } from './idl.js';
-import { validateParameters } from './validate.js';
+import { IO_SYSTEMD_IDL, ORG_VARLINK_SERVICE_IDL } from './service-interfaces.js';
+import { validateCall } from './validate.js';
 import { parseCall, type Call } from './message.js';
 
 export interface CallContext {
@@ -62,43 +65,21 @@ export interface ServerOptions {
   onCall?: (info: { method: string; peer: PeerCred; error?: string; ms: number }) => void;
   /** Called when a handler threw something that was not a VarlinkError. */
   onInternalError?: (err: unknown, method: string) => void;
+  /** Debug logs of the core (ignored parameters); a 'varlink' logger on stderr if not given. */
+  log?: DebugLog;
 }
 
-export const SERVICE_IDL = `# The Varlink service interface, implemented by every Varlink service.
-interface org.varlink.service
+/** The part of a pino Logger the server uses. */
+export interface DebugLog {
+  debug(obj: object, msg: string): void;
+}
 
-# Get a list of all the interfaces a service provides and information
-# about the implementation.
-method GetInfo() -> (
-  vendor: string,
-  product: string,
-  version: string,
-  url: string,
-  interfaces: []string
-)
+// A client could send thousands of unknown keys: log a bounded summary.
+const LOGGED_FIELDS_MAX = 16;
+const LOGGED_NAME_MAX = 64;
 
-# Get the description of an interface that is implemented by this service.
-method GetInterfaceDescription(interface: string) -> (description: string)
-
-# The requested interface was not found.
-error InterfaceNotFound (interface: string)
-
-# The requested method was not found
-error MethodNotFound (method: string)
-
-# The interface defines the requested method, but the service does not
-# implement it.
-error MethodNotImplemented (method: string)
-
-# One of the passed parameters is invalid.
-error InvalidParameter (parameter: string)
-
-# Client is denied access
-error PermissionDenied ()
-
-# Method is expected to be called with 'more' set to true, but wasn't
-error ExpectedMore ()
-`;
+/** org.varlink.service, served by every server (systemd 262's text). */
+export const SERVICE_IDL = ORG_VARLINK_SERVICE_IDL;
 
 interface ConnState {
   conn: Connection;
@@ -114,7 +95,7 @@ export class VarlinkServer {
   private readonly conns = new Set<ConnState>();
   private readonly perUid = new Map<number, number>();
   private idleTimer: NodeJS.Timeout | undefined;
-  private readonly opts: Required<Omit<ServerOptions, 'onIdle' | 'onCall' | 'onInternalError' | 'idleTimeoutMs'>> & ServerOptions;
+  private readonly opts: Required<Omit<ServerOptions, 'onIdle' | 'onCall' | 'onInternalError' | 'idleTimeoutMs' | 'log'>> & ServerOptions;
 
   constructor(options: ServerOptions = {}) {
     this.opts = {
@@ -137,7 +118,8 @@ export class VarlinkServer {
             product: this.opts.product,
             version: this.opts.version,
             url: this.opts.url,
-            interfaces: [...this.services.keys()],
+            // Sorted, as sd-varlink's GetInfo lists them.
+            interfaces: [...this.services.keys()].sort(),
           },
         }),
         GetInterfaceDescription: async (p) => {
@@ -147,6 +129,9 @@ export class VarlinkServer {
         },
       },
     });
+    // No methods: declared for its errors, io.systemd.System above all, which any handler may
+    // answer with (systemError). A call to io.systemd.* gets MethodNotFound.
+    this.addService({ iface: parseInterface(IO_SYSTEMD_IDL), handlers: {} });
   }
 
   addService(service: Service): void {
@@ -327,8 +312,9 @@ export class VarlinkServer {
     if (!svc || !decl) throw new VarlinkError(ERR.MethodNotFound, { method: call.method });
     const handler = svc.handlers[name];
     if (!handler) throw new VarlinkError(ERR.MethodNotImplemented, { method: call.method });
-    const check = validateParameters(svc.iface, decl.input, call.parameters);
+    const check = validateCall(svc.iface, decl.input, call.parameters);
     if (!check.ok) throw invalidParameter(check.parameter);
+    if (check.ignored.length) this.logIgnored(call.method, state.peer, check.ignored);
     if (svc.options?.[name]?.requiresMore && !call.more) throw new VarlinkError(ERR.ExpectedMore);
     const fdAt = (index: unknown, parameter: string): number => {
       if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index >= fds.length) throw invalidParameter(parameter);
@@ -358,7 +344,17 @@ export class VarlinkServer {
         else state.disconnectCbs.push(cb);
       },
     };
-    return handler(call.parameters, ctx);
+    return handler(check.parameters, ctx);
+  }
+
+  /** Fields a newer client sent that this server does not know (see validateCall). */
+  private logIgnored(method: string, peer: PeerCred, ignored: string[]): void {
+    this.opts.log ??= createLogger('varlink').child({ product: this.opts.product });
+    const fields = ignored.slice(0, LOGGED_FIELDS_MAX).map((f) => (f.length > LOGGED_NAME_MAX ? `${f.slice(0, LOGGED_NAME_MAX)}…` : f));
+    this.opts.log.debug(
+      { method, uid: peer.uid, fields, ...(ignored.length > fields.length ? { more: ignored.length - fields.length } : {}) },
+      'ignoring unknown parameters',
+    );
   }
 }
 

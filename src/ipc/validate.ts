@@ -1,7 +1,8 @@
 // Parameter validation against a Varlink struct, following sd-varlink:
 // missing or null non-nullable fields and unknown fields are invalid, and the
 // reported parameter is always the top-level field name (that is what goes
-// into org.varlink.service.InvalidParameter).
+// into org.varlink.service.InvalidParameter). Method calls are the exception
+// at their top level: see validateCall.
 
 import type { Interface, MethodDecl, StructType, TypeRef } from './idl.js';
 
@@ -65,6 +66,33 @@ export function validateParameters(iface: Interface, struct: StructType, value: 
   if (!isPlainObject(obj)) return { ok: false, parameter: '' };
   const bad = structError(iface, struct, obj);
   return bad === null ? { ok: true } : { ok: false, parameter: bad };
+}
+
+export type CallValidation =
+  | { ok: true; parameters: Record<string, unknown>; ignored: string[] }
+  | { ok: false; parameter: string };
+
+/**
+ * Validates a method call's parameters. Top-level fields the method does not declare are
+ * ignored (returned in `ignored`, dropped from `parameters`) so that a client built against a
+ * newer revision of an interface, which only ever adds optional fields, keeps working: systemd
+ * 262's MountImage callers always send relaxExtensionReleaseChecks/veritySharing, for example.
+ * This is where we part from sd-varlink, whose varlink_idl_validate_symbol() refuses a field
+ * the IDL lacks (its method handlers' sd_json_dispatch tables would let it through). Declared
+ * fields, and everything nested inside them, keep the strict checks.
+ */
+export function validateCall(iface: Interface, struct: StructType, value: unknown): CallValidation {
+  const obj = value === null || value === undefined ? {} : value;
+  if (!isPlainObject(obj)) return { ok: false, parameter: '' };
+  const declared = new Set(struct.fields.map((f) => f.name));
+  const parameters: Record<string, unknown> = {};
+  const ignored: string[] = [];
+  for (const [key, v] of Object.entries(obj)) {
+    if (declared.has(key)) parameters[key] = v;
+    else ignored.push(key);
+  }
+  const bad = structError(iface, struct, parameters);
+  return bad === null ? { ok: true, parameters, ignored } : { ok: false, parameter: bad };
 }
 
 /** Finds a method by its fully qualified name (`org.example.Iface.Method`). */

@@ -1,9 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { IdlError, formatInterface, parseInterface, type Interface } from '../../src/ipc/idl.js';
-import { lookupMethod, validateParameters } from '../../src/ipc/validate.js';
+import { IdlError, formatInterface, formatType, parseInterface, type Interface } from '../../src/ipc/idl.js';
+import { lookupMethod, validateCall, validateParameters } from '../../src/ipc/validate.js';
 import { SERVICE_IDL } from '../../src/ipc/server.js';
+import { IO_SYSTEMD_IDL } from '../../src/ipc/service-interfaces.js';
+import { MOUNT_FILE_SYSTEM_IDL } from '../../src/mntfsd/interface.js';
 
 const CERT = readFileSync(new URL('../varlink/org.varlink.certification.varlink', import.meta.url), 'utf8');
 
@@ -73,11 +75,48 @@ test('parses org.varlink.service', () => {
   assert.equal(lookupMethod(i, 'org.varlink.other.GetInfo'), undefined);
 });
 
+test('io.systemd: the errors systemd 262 declares, System with origin/errnoName/errno', () => {
+  const i = parseInterface(IO_SYSTEMD_IDL);
+  assert.equal(i.name, 'io.systemd');
+  assert.equal(i.methods.size, 0);
+  assert.deepEqual([...i.errors.keys()], ['Disconnected', 'TimedOut', 'Protocol', 'System']);
+  assert.deepEqual(
+    i.errors.get('System')?.params.fields.map((f) => [f.name, formatType(f.type)]),
+    [['origin', '?string'], ['errnoName', '?string'], ['errno', '?int']],
+  );
+  assert.equal(i.errors.get('System')?.doc, 'A generic Linux system error ("errno"s).');
+  // The same text shape as 262's introspection: tab-indented fields with their comments.
+  assert.ok(IO_SYSTEMD_IDL.includes('error System(\n\t# The origin of this system error'), IO_SYSTEMD_IDL);
+});
+
+test("io.systemd.MountFileSystem declares systemd 262's MountImage inputs and PartitionInfo.mountPoint", () => {
+  const i = parseInterface(MOUNT_FILE_SYSTEM_IDL);
+  const input = Object.fromEntries(i.methods.get('MountImage')!.input.fields.map((f) => [f.name, formatType(f.type)]));
+  assert.deepEqual(input, {
+    imageFileDescriptor: 'int',
+    userNamespaceFileDescriptor: '?int',
+    readOnly: '?bool',
+    growFileSystems: '?bool',
+    password: '?string',
+    imagePolicy: '?string',
+    mountOptions: '?[string]string',
+    relaxExtensionReleaseChecks: '?bool',
+    veritySharing: '?bool',
+    verityDataFileDescriptor: '?int',
+    verityRootHash: '?string',
+    verityRootHashSignature: '?string',
+    allowInteractiveAuthentication: '?bool',
+  });
+  const info = i.types.get('PartitionInfo')!.type;
+  assert.equal(info.kind, 'struct');
+  assert.equal(info.kind === 'struct' && formatType(info.fields.find((f) => f.name === 'mountPoint')!.type), '?[]string');
+});
+
 test('keeps doc comments', () => {
   const s = parseInterface(SERVICE);
-  assert.equal(s.doc, 'The Varlink service interface, implemented by every Varlink service.');
-  assert.equal(s.methods.get('GetInfo')?.doc, 'Get a list of all the interfaces a service provides and information\nabout the implementation.');
-  assert.equal(s.errors.get('MethodNotImplemented')?.doc, 'The interface defines the requested method, but the service does not\nimplement it.');
+  assert.equal(s.doc, 'General Varlink service interface');
+  assert.equal(s.methods.get('GetInfo')?.doc, 'Get service meta information');
+  assert.equal(s.errors.get('MethodNotImplemented')?.doc, 'Error returned if a method is called that is known but not implemented');
   const c = parseInterface(CERT);
   assert.match(c.doc, /^Interface to test varlink implementations against\./);
   assert.ok(c.doc.includes('\n\nNext you write'), 'empty comment line kept inside block');
@@ -89,7 +128,7 @@ test('keeps doc comments', () => {
 });
 
 test('round trips through formatInterface', () => {
-  for (const src of [CERT, SERVICE]) {
+  for (const src of [CERT, SERVICE, IO_SYSTEMD_IDL, MOUNT_FILE_SYSTEM_IDL]) {
     const a = parseInterface(src);
     const text = formatInterface(a);
     const b = parseInterface(text);
@@ -174,9 +213,37 @@ test('validates parameters with sd-varlink semantics', () => {
     }),
     bad('mytype'),
   );
+  // Replies and errors stay strict: an undeclared field is refused there.
   // Nullable output field of the error type, checked against error params.
   const certErr = i.errors.get('CertificationError');
   assert.ok(certErr);
   assert.deepEqual(validateParameters(i, certErr.params, { wants: 1, got: 'x' }), ok);
   assert.deepEqual(validateParameters(i, certErr.params, { wants: 1 }), bad('got'));
+});
+
+test('method calls: undeclared top-level fields are ignored, declared ones checked strictly', () => {
+  const i = parseInterface(CERT);
+  const input = i.methods.get('Test02')!.input;
+  assert.deepEqual(validateCall(i, input, { client_id: 'x', bool: true, extra: 1, newer: { a: [1] } }), {
+    ok: true,
+    parameters: { client_id: 'x', bool: true },
+    ignored: ['extra', 'newer'],
+  });
+  assert.deepEqual(validateCall(i, input, { client_id: 'x', bool: true }), { ok: true, parameters: { client_id: 'x', bool: true }, ignored: [] });
+  assert.deepEqual(validateCall(i, i.methods.get('Start')!.input, null), { ok: true, parameters: {}, ignored: [] });
+  // A known field with the wrong type, missing or null is still refused, unknown fields or not.
+  assert.deepEqual(validateCall(i, input, { client_id: 'x', bool: 'yes', extra: 1 }), { ok: false, parameter: 'bool' });
+  assert.deepEqual(validateCall(i, input, { client_id: 'x', extra: 1 }), { ok: false, parameter: 'bool' });
+  assert.deepEqual(validateCall(i, input, { client_id: null, bool: true }), { ok: false, parameter: 'client_id' });
+  assert.equal(validateCall(i, input, []).ok, false);
+  assert.equal(validateCall(i, input, 'x').ok, false);
+  // Only the top level is lenient: inside a declared struct an unknown field is still an error.
+  const struct = { bool: true, int: 1, float: 1.5, string: 's' };
+  assert.deepEqual(validateCall(i, i.methods.get('Test07')!.input, { client_id: 'x', struct: { ...struct, more: 1 } }), { ok: false, parameter: 'struct' });
+  // A key that would be special on a plain object is just another unknown field.
+  const proto = JSON.parse('{"client_id":"x","bool":true,"__proto__":{"polluted":1}}') as unknown;
+  const r = validateCall(i, input, proto);
+  assert.ok(r.ok);
+  assert.deepEqual(r.ignored, ['__proto__']);
+  assert.equal(Object.getPrototypeOf(r.parameters), Object.prototype);
 });

@@ -1,6 +1,7 @@
 // The Varlink core over real AF_UNIX sockets: framing, fd passing, limits, validation.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,6 +12,7 @@ import { VarlinkClient } from '../../src/ipc/client.js';
 import { Connection } from '../../src/ipc/connection.js';
 import { VarlinkError } from '../../src/ipc/errors.js';
 import { parseInterface } from '../../src/ipc/idl.js';
+import { IO_SYSTEMD_IDL } from '../../src/ipc/service-interfaces.js';
 
 const IDL = `# Test interface
 interface org.example.test
@@ -18,6 +20,7 @@ interface org.example.test
 type Pair (a: int, b: ?string)
 
 method Echo(value: string, pair: ?Pair) -> (value: string)
+method Keys(value: ?string) -> (keys: []string)
 method Fd(file: int) -> (content: string, copy: int)
 method Count(n: int) -> (i: int)
 method Slow(ms: int) -> ()
@@ -28,13 +31,15 @@ error Boom (why: string)
 let dir: string;
 let sock: string;
 let server: VarlinkServer;
+/** What the server logged at debug level. */
+const debugLog: Array<{ obj: Record<string, unknown>; msg: string }> = [];
 
 const openFds = (): number => fs.readdirSync('/proc/self/fd').length;
 
 before(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mg-varlink-'));
   sock = path.join(dir, 'test.sock');
-  server = new VarlinkServer({ stallTimeoutMs: 300 });
+  server = new VarlinkServer({ stallTimeoutMs: 300, log: { debug: (obj, msg) => debugLog.push({ obj: { ...obj }, msg }) } });
   server.addService({
     iface: parseInterface(IDL),
     handlers: {
@@ -42,6 +47,8 @@ before(() => {
         if (p.value === 'boom') throw new VarlinkError('org.example.test.Boom', { why: 'asked' });
         return { parameters: { value: p.value } };
       },
+      // What the handler was given.
+      Keys: async (p) => ({ parameters: { keys: Object.keys(p) } }),
       Fd: async (p, ctx) => {
         const fd = ctx.fd(p.file, 'file');
         const content = fs.readFileSync(`/proc/self/fd/${fd}`, 'utf8');
@@ -94,12 +101,17 @@ async function until(cond: () => boolean, ms = 3000): Promise<void> {
   }
 }
 
-test('GetInfo and GetInterfaceDescription', async () => {
+test('GetInfo lists io.systemd (sorted, as systemd does) and GetInterfaceDescription serves it', async () => {
   const c = await VarlinkClient.connect(sock);
   const info = await c.call('org.varlink.service.GetInfo');
-  assert.deepEqual(info.parameters.interfaces, ['org.varlink.service', 'org.example.test']);
+  assert.deepEqual(info.parameters.interfaces, ['io.systemd', 'org.example.test', 'org.varlink.service']);
   const d = await c.call('org.varlink.service.GetInterfaceDescription', { interface: 'org.example.test' });
   assert.equal(d.parameters.description, IDL);
+  const sys = await c.call('org.varlink.service.GetInterfaceDescription', { interface: 'io.systemd' });
+  assert.equal(sys.parameters.description, IO_SYSTEMD_IDL);
+  assert.match(sys.parameters.description as string, /^error System\(\n\t# .*\n\torigin: \?string,\n\t# .*\n\terrnoName: \?string,\n\t# .*\n\terrno: \?int\n\)$/m);
+  // It declares errors only: there is nothing to call.
+  await assert.rejects(c.call('io.systemd.System'), { error: 'org.varlink.service.MethodNotFound' });
   await assert.rejects(c.call('org.varlink.service.GetInterfaceDescription', { interface: 'no.such' }), {
     error: 'org.varlink.service.InterfaceNotFound',
   });
@@ -117,7 +129,9 @@ test('validation error names', async () => {
   };
   await bad('org.example.test.Echo', {}, 'org.varlink.service.InvalidParameter', { parameter: 'value' });
   await bad('org.example.test.Echo', { value: 1 }, 'org.varlink.service.InvalidParameter', { parameter: 'value' });
-  await bad('org.example.test.Echo', { value: 'x', extra: 1 }, 'org.varlink.service.InvalidParameter', { parameter: 'extra' });
+  // A known field keeps its type check even when unknown ones come along.
+  await bad('org.example.test.Echo', { value: 1, extra: 1 }, 'org.varlink.service.InvalidParameter', { parameter: 'value' });
+  await bad('org.example.test.Echo', { extra: 'x' }, 'org.varlink.service.InvalidParameter', { parameter: 'value' });
   await bad('org.example.test.Echo', { value: 'x', pair: { a: 1.5 } }, 'org.varlink.service.InvalidParameter', { parameter: 'pair' });
   await bad('org.example.test.Nope', {}, 'org.varlink.service.MethodNotFound', { method: 'org.example.test.Nope' });
   await bad('no.such.Method', {}, 'org.varlink.service.MethodNotFound');
@@ -128,6 +142,49 @@ test('validation error names', async () => {
   // The connection survived all of that.
   assert.equal((await c.call('org.example.test.Echo', { value: 'ok', pair: { a: 1 } })).parameters.value, 'ok');
   c.close();
+});
+
+test('unknown parameters are ignored, not passed to the handler, and logged at debug level', async () => {
+  const c = await VarlinkClient.connect(sock);
+  debugLog.length = 0;
+  const r = await c.call('org.example.test.Echo', { value: 'x', extra: 1, newerOption: { deep: [true] } });
+  assert.equal(r.parameters.value, 'x');
+  assert.deepEqual((await c.call('org.example.test.Keys', { value: 'v', extra: null })).parameters.keys, ['value']);
+  assert.deepEqual(debugLog, [
+    { obj: { method: 'org.example.test.Echo', uid: process.getuid!(), fields: ['extra', 'newerOption'] }, msg: 'ignoring unknown parameters' },
+    { obj: { method: 'org.example.test.Keys', uid: process.getuid!(), fields: ['extra'] }, msg: 'ignoring unknown parameters' },
+  ]);
+  // Known calls log nothing.
+  debugLog.length = 0;
+  await c.call('org.example.test.Echo', { value: 'y' });
+  assert.deepEqual(debugLog, []);
+  // Thousands of unknown keys (or a huge name): the log line stays bounded.
+  const many = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`f${i}`, i]));
+  await c.call('org.example.test.Echo', { value: 'z', ['n'.repeat(10_000)]: 1, ...many });
+  const line = debugLog[0]!.obj as { fields: string[]; more: number };
+  assert.equal(line.fields.length, 16);
+  assert.equal(line.more, 5001 - 16);
+  assert.ok(line.fields[0]!.length <= 65, line.fields[0]);
+  c.close();
+});
+
+test('unknown parameters from uid 1000 are ignored and logged with its uid', async () => {
+  fs.chmodSync(dir, 0o755);
+  debugLog.length = 0;
+  const script = `
+    import { VarlinkClient } from '${path.resolve(import.meta.dirname, '../../src/ipc/client.js')}';
+    const c = await VarlinkClient.connect(process.argv[1]);
+    const r = await c.call('org.example.test.Echo', { value: 'from 1000', relaxExtensionReleaseChecks: true });
+    console.log(JSON.stringify(r.parameters));
+    c.close();
+  `;
+  const out = await new Promise<string>((resolve, reject) => {
+    execFile('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script, sock], (err, stdout, stderr) =>
+      err ? reject(new Error(`${err.message}: ${stderr}`)) : resolve(stdout),
+    );
+  });
+  assert.deepEqual(JSON.parse(out.trim()), { value: 'from 1000' });
+  assert.deepEqual(debugLog, [{ obj: { method: 'org.example.test.Echo', uid: 1000, fields: ['relaxExtensionReleaseChecks'] }, msg: 'ignoring unknown parameters' }]);
 });
 
 test('more streams, oneway and pipelined calls answered in order', async () => {
