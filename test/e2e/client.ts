@@ -1,5 +1,6 @@
 // The unprivileged side of the end-to-end tests, run as uid 1000 via setpriv. Uses only the
-// public client library, like a container manager would, and prints one JSON line.
+// public client library, imported by the package's name like a container manager would, and
+// prints one JSON line. daemons.ts e2eClientArgv() bundles it to run from the packed package.
 //
 //   client.ts allocate USERDBD_SOCKET NAME NS_PID [DELEGATE]
 //   client.ts mount MNTFSD_SOCKET IMAGE NS_PID|none [--policy P] [--rw-image] [--scribble]
@@ -8,7 +9,7 @@
 // mount fd) and as root of the namespace sees it (stat run inside it via nsenter).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import { allocateUserRange, mountImage, VarlinkError } from '../../src/client/index.js';
+import { allocateUserRange, mountImage, VarlinkError } from 'mountgate';
 
 const PROBE = 'etc/hello';
 

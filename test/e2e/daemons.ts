@@ -1,12 +1,13 @@
 // Shared pieces of the tests that drive the `mountgate` CLI end to end: signed images, daemons
 // started as root on private paths (directly, or socket-activated as the units start them) and
-// stopped after the tests, and clients run as uid 1000.
+// stopped after the tests, and clients run as uid 1000 from the packed package (user-package.ts).
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess, type ExecFileSyncOptions } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from '../sys/util.js';
+import { userPackage, userScript } from './user-package.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 /** `mountgate` run from source: the command line before its subcommand. */
@@ -16,7 +17,6 @@ const SHIPPED = [process.execPath, path.join(REPO, 'dist/bundle/main.mjs')];
 const AS_USER = ['setpriv', '--reuid=1000', '--regid=1000', '--clear-groups'];
 const STDERR_KEPT = 16384;
 
-/** Why a test cannot use these subcommands yet (the first that fails --help), or undefined. */
 export interface SignedImages {
   /** A directory holding the trusted key's certificate, trusted.crt (for --verity-certs). */
   certs: string;
@@ -135,9 +135,14 @@ export function runAsUser(argv: string[], opts: { cwd?: string; env?: NodeJS.Pro
   });
 }
 
-/** `mountgate COMMAND ARGS` as uid 1000. */
+/** `mountgate COMMAND ARGS` as uid 1000: the packed package's bin, which it can read wherever the checkout is. */
 export function cliAsUser(command: string, args: string[]): Promise<UserRun> {
-  return runAsUser([...CLI, command, ...args]);
+  return runAsUser([process.execPath, userPackage().bin, command, ...args]);
+}
+
+/** The command line that runs test/e2e/client.ts (the public client library's end-to-end client) as uid 1000 can. */
+export function e2eClientArgv(): string[] {
+  return [process.execPath, userScript(path.join(REPO, 'test/e2e/client.ts'))];
 }
 
 /** `mountgate COMMAND ARGS --json` as uid 1000: its exit status and the JSON it printed. */
