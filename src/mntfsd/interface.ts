@@ -41,7 +41,10 @@ type PartitionInfo (
   # Offset of the partition in the image in bytes.
   offset: int,
   # Index of the detached mount fd in the fds attached to the reply.
-  mountFileDescriptor: int
+  mountFileDescriptor: int,
+  # Where the partition is meant to be mounted, relative to the image's root ("/", "/usr", ...);
+  # the ESP has two ("/efi", "/boot"). Null for designators without one.
+  mountPoint: ?[]string
 )
 
 # Verifies a disk image and returns one detached mount fd per partition, idmapped to the
@@ -59,6 +62,21 @@ method MountImage(
   password: ?string,
   # The caller's image policy, intersected with the daemon's.
   imagePolicy: ?string,
+  # Mount options per partition designator. Not supported: anything but null or {} is
+  # refused with InvalidParameter(mountOptions).
+  mountOptions: ?[string]string,
+  # Relax the extension-release checks of system/configuration extension images. Accepted;
+  # mountgate does not check extension-release files at all.
+  relaxExtensionReleaseChecks: ?bool,
+  # Share the verified data of images with the same root hash. Accepted; mountgate always
+  # does.
+  veritySharing: ?bool,
+  # External Verity data (hash tree) for a bare file system image, with verityRootHash (hex)
+  # and optionally verityRootHashSignature (base64 PKCS#7). Not supported: refused with
+  # InvalidParameter(verityDataFileDescriptor) once the three are consistent.
+  verityDataFileDescriptor: ?int,
+  verityRootHash: ?string,
+  verityRootHashSignature: ?string,
   # Polkit is not used by mountgate; accepted for compatibility.
   allowInteractiveAuthentication: ?bool
 ) -> (
@@ -100,6 +118,24 @@ error VerityFailure()
 # The image fd was opened with flags that are not allowed.
 error BadFileDescriptorFlags(parameter: string)
 `;
+
+/** MountImage's parameters as the server hands them over: checked against the IDL above,
+ * fields it does not declare dropped. Absent and null both mean "not given". */
+export interface MountImageParameters {
+  imageFileDescriptor: number;
+  userNamespaceFileDescriptor?: number | null;
+  readOnly?: boolean | null;
+  growFileSystems?: boolean | null;
+  password?: string | null;
+  imagePolicy?: string | null;
+  mountOptions?: Record<string, string> | null;
+  relaxExtensionReleaseChecks?: boolean | null;
+  veritySharing?: boolean | null;
+  verityDataFileDescriptor?: number | null;
+  verityRootHash?: string | null;
+  verityRootHashSignature?: string | null;
+  allowInteractiveAuthentication?: boolean | null;
+}
 
 // mountgate's own introspection, used by `mountgate status`.
 export const MNTFSD_STATUS_IDL = `# What mntfsd holds: verified images and the mounts it handed out.

@@ -9,6 +9,7 @@ import { userNamespaceInfo } from '../sys/nsfs.js';
 import { fdFlags, fdStat, NSFS_MAGIC, PIDFS_MAGIC, PROC_SUPER_MAGIC, statfsType } from '../sys/stat.js';
 import { detectFileSystem, dissectImage, type DissectedImage, type DissectedPartition } from './ddi/dissect.js';
 import { MountFsError, isMountFsError } from './errors.js';
+import type { MountImageParameters } from './interface.js';
 import { evaluatePartition, formatImagePolicy, ImagePolicyError, type Designator, type ImagePolicy, type Protection } from './image-policy.js';
 import { mountForCaller, mountPartition, releasePartitionMount } from './mount.js';
 import type { MountCache } from './mount-cache.js';
@@ -39,6 +40,56 @@ const O_ACCMODE = 0o3;
 const SAFE_FLAGS = O_ACCMODE | O_NONBLOCK | O_LARGEFILE | O_NOFOLLOW | O_NOATIME | O_CLOEXEC;
 
 const PSEUDO_FILE_SYSTEMS = new Set([NSFS_MAGIC, PROC_SUPER_MAGIC, PIDFS_MAGIC]);
+
+// Where each partition is meant to go (systemd: partition_mountpoint_table in gpt.c); the reply's
+// PartitionInfo.mountPoint.
+const MOUNT_POINTS: Partial<Record<string, readonly string[]>> = {
+  root: ['/'],
+  usr: ['/usr'],
+  home: ['/home'],
+  srv: ['/srv'],
+  esp: ['/efi', '/boot'],
+  xbootldr: ['/boot'],
+  tmp: ['/var/tmp'],
+  var: ['/var'],
+};
+
+const HEX = /^(?:[0-9a-fA-F]{2})*$/;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/**
+ * mountOptions: refused unless empty. systemd's vl_method_mount_image (mountwork.c) hands the
+ * options to dissect_loop_device(), and since options can defeat ACLs or security labels it then
+ * skips the trusted-directory check and requires polkit's mount-untrusted-image(-privately)
+ * action, which nothing grants by default. mountgate has no polkit (an unprivileged caller never
+ * gets more than the untrusted policy), and mount.ts creates every superblock with fixed options,
+ * so even root cannot have them honoured: the call is refused, naming the parameter, rather
+ * than mounted without what was asked for. An empty map asks for nothing.
+ */
+function refuseMountOptions(p: MountImageParameters): void {
+  if (p.mountOptions && Object.keys(p.mountOptions).length > 0) throw invalidParameter('mountOptions');
+}
+
+/**
+ * verityDataFileDescriptor / verityRootHash / verityRootHashSignature: external Verity data for
+ * a bare file system image. Malformed combinations get mountwork.c's answers, in its order: the
+ * hash must be hex and the signature base64 (its json_dispatch_unhex_iovec/unbase64_iovec; an
+ * empty string means not given), data fd and root hash come together or not at all
+ * (InvalidParameter verityDataFileDescriptor), a signature needs a root hash (InvalidParameter
+ * verityRootHashSignature). A consistent set is refused as InvalidParameter
+ * verityDataFileDescriptor: verity.ts reads the hash tree from the image itself, and verifying
+ * against a second, caller-supplied fd is not implemented.
+ */
+function refuseExternalVerity(p: MountImageParameters): void {
+  const rootHash = p.verityRootHash ?? '';
+  const signature = (p.verityRootHashSignature ?? '').replace(/\s+/g, '');
+  if (!HEX.test(rootHash)) throw invalidParameter('verityRootHash');
+  if (!BASE64.test(signature)) throw invalidParameter('verityRootHashSignature');
+  const hasData = p.verityDataFileDescriptor !== undefined && p.verityDataFileDescriptor !== null;
+  if (hasData !== (rootHash !== '')) throw invalidParameter('verityDataFileDescriptor');
+  if (signature !== '' && rootHash === '') throw invalidParameter('verityRootHashSignature');
+  if (hasData) throw invalidParameter('verityDataFileDescriptor');
+}
 
 interface Selected {
   partition: DissectedPartition;
@@ -71,7 +122,17 @@ export function selectPartitions(image: DissectedImage, policy: ImagePolicy): Se
 }
 
 export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unknown>, ctx: CallContext) => Promise<HandlerResult> {
-  return async (params, ctx) => {
+  return async (raw, ctx) => {
+    // The server validated these against MOUNT_FILE_SYSTEM_IDL before calling us.
+    const params = raw as unknown as MountImageParameters;
+    refuseMountOptions(params);
+    refuseExternalVerity(params);
+    // relaxExtensionReleaseChecks (systemd 262's clients always send it) only loosens how a
+    // sysext/confext image's extension-release file must match the host; mountgate checks no
+    // extension-release file, so there is nothing to relax. veritySharing (also always sent)
+    // asks to reuse a dm-verity device set up for the same root hash; mountgate's verified
+    // copies are cached by root hash (MountCache), so they are always shared, and not sharing
+    // would only cost a second verification of the same bytes. Both are accepted either way.
     const imageFd = ctx.fd(params.imageFileDescriptor, 'imageFileDescriptor');
     const flags = fdFlags(imageFd);
     if (flags.path || !flags.readable || (flags.flags & ~SAFE_FLAGS) !== 0) {
@@ -101,7 +162,7 @@ export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unk
     const trusted = cfg.trustedDirectories.length > 0 && checkTrustedImage(imageFd, cfg.trustedDirectories).trusted;
     let policy: ImagePolicy;
     try {
-      policy = effectiveImagePolicy(trusted, typeof params.imagePolicy === 'string' ? params.imagePolicy : undefined);
+      policy = effectiveImagePolicy(trusted, params.imagePolicy ?? undefined);
     } catch (err) {
       throw err instanceof ImagePolicyError ? err.toVarlinkError() : err;
     }
@@ -127,6 +188,7 @@ export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unk
             size: m.partition.size,
             offset: m.partition.offset,
             mountFileDescriptor: i,
+            mountPoint: MOUNT_POINTS[m.partition.designator] ?? null,
           })),
           imagePolicy: formatImagePolicy(policy),
           imageSize: image.imageSize,

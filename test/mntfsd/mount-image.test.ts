@@ -258,6 +258,86 @@ describe('refused images', () => {
   });
 });
 
+describe("systemd 262's MountImage inputs", () => {
+  /** Runs MountImage calls as uid 1000 straight through the Varlink client (the public
+   * mountImage() only sends what it knows). Each entry of `calls` is sent with the image fd at
+   * index 0 and the caller's namespace at index 1; prints one result per call. */
+  async function callsAs1000(image: string, calls: Array<Record<string, unknown>>): Promise<string[]> {
+    const script = `
+      import { VarlinkClient } from '${path.resolve(import.meta.dirname, '../../src/ipc/client.js')}';
+      import fs from 'node:fs';
+      const [sockPath, image, nsPath, json] = process.argv.slice(1);
+      const c = await VarlinkClient.connect(sockPath);
+      const out = [];
+      for (const params of JSON.parse(json)) {
+        const fds = [fs.openSync(image, 'r'), fs.openSync(nsPath, 'r'), fs.openSync(image, 'r')];
+        try {
+          const r = await c.call('io.systemd.MountFileSystem.MountImage', params, { fds });
+          const root = r.parameters.partitions.find((p) => p.designator === 'root');
+          const fd = r.fds[root.mountFileDescriptor];
+          out.push('ok ' + JSON.stringify(root.mountPoint) + ' ' + fs.readFileSync('/proc/self/fd/' + fd + '/etc/hello', 'utf8').trim());
+          r.fds.forEach((f) => fs.closeSync(f));
+        } catch (e) {
+          out.push(e.error ? e.error + ' ' + (e.parameters?.parameter ?? '') : String(e));
+        }
+        fds.forEach((f) => fs.closeSync(f));
+      }
+      console.log(JSON.stringify(out));
+      c.close();
+    `;
+    const r = await as1000(['--input-type=module', '-e', script, sock, image, `/proc/${ns.pid}/ns/user`, JSON.stringify(calls)]);
+    const line = r.stdout.trim().split('\n').pop() ?? '';
+    assert.ok(line.startsWith('['), `script printed no result: ${r.stderr.slice(-1500)}`);
+    return JSON.parse(line) as string[];
+  }
+  const base = { imageFileDescriptor: 0, userNamespaceFileDescriptor: 1 };
+  const INVALID = 'org.varlink.service.InvalidParameter';
+
+  test('what 262 always sends (relaxExtensionReleaseChecks, veritySharing) mounts a signed image as uid 1000', async () => {
+    const img = publish(repartImage('squashfs').path, 'repart-262.raw');
+    // The parameters systemd 262's dissect-image.c client sends for `systemd-dissect IMG`.
+    const call262 = { ...base, readOnly: true, growFileSystems: false, relaxExtensionReleaseChecks: true, veritySharing: true, allowInteractiveAuthentication: false };
+    assert.deepEqual(await callsAs1000(img, [call262, { ...call262, relaxExtensionReleaseChecks: false, veritySharing: false }, { ...base, mountOptions: {}, verityRootHash: '', verityRootHashSignature: null, verityDataFileDescriptor: null }]), [
+      'ok ["/"] hello',
+      'ok ["/"] hello',
+      'ok ["/"] hello',
+    ]);
+  });
+
+  test('inputs newer than 262 are ignored: the mount still works', async () => {
+    const img = publish(repartImage('squashfs').path, 'repart-future.raw');
+    assert.deepEqual(await callsAs1000(img, [{ ...base, someFutureOption: { nested: [1] }, anotherOne: 'x' }]), ['ok ["/"] hello']);
+  });
+
+  test('each refused or malformed input gets its precise error', async () => {
+    const img = publish(repartImage('squashfs').path, 'repart-refused.raw');
+    const hash = 'ab'.repeat(32);
+    const cases: Array<[Record<string, unknown>, string]> = [
+      // Not supported: per-partition mount options.
+      [{ mountOptions: { root: 'noatime' } }, `${INVALID} mountOptions`],
+      // External Verity data: the consistency rules of mountwork.c, then "not supported".
+      [{ verityRootHash: hash }, `${INVALID} verityDataFileDescriptor`],
+      [{ verityDataFileDescriptor: 2 }, `${INVALID} verityDataFileDescriptor`],
+      [{ verityRootHashSignature: 'AAAA' }, `${INVALID} verityRootHashSignature`],
+      [{ verityDataFileDescriptor: 2, verityRootHash: hash, verityRootHashSignature: 'AAAA' }, `${INVALID} verityDataFileDescriptor`],
+      [{ verityDataFileDescriptor: 2, verityRootHash: hash }, `${INVALID} verityDataFileDescriptor`],
+      [{ verityDataFileDescriptor: 2, verityRootHash: 'xyz' }, `${INVALID} verityRootHash`],
+      [{ verityDataFileDescriptor: 2, verityRootHash: 'abc' }, `${INVALID} verityRootHash`],
+      [{ verityDataFileDescriptor: 2, verityRootHash: hash, verityRootHashSignature: '!!!' }, `${INVALID} verityRootHashSignature`],
+      // Declared inputs keep their types.
+      [{ relaxExtensionReleaseChecks: 'yes' }, `${INVALID} relaxExtensionReleaseChecks`],
+      [{ veritySharing: 1 }, `${INVALID} veritySharing`],
+      [{ mountOptions: { root: 5 } }, `${INVALID} mountOptions`],
+      [{ mountOptions: ['ro'] }, `${INVALID} mountOptions`],
+      [{ verityDataFileDescriptor: 0.5, verityRootHash: hash }, `${INVALID} verityDataFileDescriptor`],
+    ];
+    assert.deepEqual(
+      await callsAs1000(img, cases.map(([p]) => ({ ...base, relaxExtensionReleaseChecks: true, veritySharing: true, ...p }))),
+      cases.map(([, e]) => e),
+    );
+  });
+});
+
 describe('callers', () => {
   test('without a user namespace a non-root caller is refused', async () => {
     const img = publish(repartImage('squashfs').path, 'repart-nons.raw');
