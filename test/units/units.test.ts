@@ -14,8 +14,8 @@ import { exited, REPO, startDaemon, stopDaemons } from '../e2e/daemons.js';
 
 const unitsDir = path.join(REPO, 'units');
 const UNITS = ['mountgate-userdbd.socket', 'mountgate-userdbd.service', 'mountgate-mntfsd.socket', 'mountgate-mntfsd.service'];
-/** Where the service files expect the CLI (documented in them). */
-const INSTALLED_CLI = '/usr/local/bin/mountgate';
+/** Where the service files expect the CLI: `npm install -g`'s bin (test/package checks that it lands there). */
+const INSTALLED_CLI = '/usr/bin/mountgate';
 
 type Unit = Map<string, Map<string, string[]>>;
 
