@@ -65,6 +65,10 @@ export interface DaemonOptions {
   activate?: { fdName: string; env?: string[] };
   /** Run the shipped bundle instead of the sources. */
   shipped?: boolean;
+  /** Run this `mountgate` executable instead (an installed copy's bin, as a unit's ExecStart= does). */
+  bin?: string;
+  /** Working directory (default: this process's). */
+  cwd?: string;
 }
 
 const running = new Set<Daemon>();
@@ -77,13 +81,13 @@ export function exited(child: ChildProcess): Promise<void> {
 
 /** Starts `mountgate ARGS` as root and waits until SOCKET exists. stopDaemons() stops it too. */
 export async function startDaemon(args: string[], socket: string, opts: DaemonOptions = {}): Promise<Daemon> {
-  let argv = [...(opts.shipped ? SHIPPED : CLI), ...args];
+  let argv = [...(opts.bin ? [opts.bin] : opts.shipped ? SHIPPED : CLI), ...args];
   if (opts.service) argv = ['setpriv', `--bounding-set=${boundingSet(opts.service)}`, ...argv];
   if (opts.activate) {
     const env = ['PATH', ...(opts.activate.env ?? [])].flatMap((e) => ['-E', e]);
     argv = ['systemd-socket-activate', '-l', socket, `--fdname=${opts.activate.fdName}`, ...env, ...argv];
   }
-  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], cwd: opts.cwd });
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (s: string) => {
     if (stderr.length < STDERR_KEPT) stderr += s;
