@@ -103,6 +103,8 @@ method GetUserRecord(
   dispositionMask: ?[]string,
   uidMin: ?int,
   uidMax: ?int,
+  # Restrict to this record UUID (systemd 262). Transient records have none, so nothing matches.
+  uuid: ?string,
   service: string
 ) -> (
   record: object,
@@ -117,6 +119,8 @@ method GetGroupRecord(
   dispositionMask: ?[]string,
   gidMin: ?int,
   gidMax: ?int,
+  # Restrict to this record UUID (systemd 262). Transient records have none, so nothing matches.
+  uuid: ?string,
   service: string
 ) -> (
   record: object,

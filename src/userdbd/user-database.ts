@@ -36,7 +36,9 @@ export function userDatabaseService(registry: Registry): Service {
     const min = ((kind === 'user' ? p.uidMin : p.gidMin) ?? undefined) as number | undefined;
     const max = ((kind === 'user' ? p.uidMax : p.gidMax) ?? undefined) as number | undefined;
     const mask = (p.dispositionMask ?? undefined) as string[] | undefined;
-    if ((min !== undefined && num < min) || (max !== undefined && num > max) || (mask && !mask.includes(disposition(hit.rec)))) {
+    // Our records carry no uuid, so a uuid filter never matches (systemd: user_record_match()).
+    const uuid = (p.uuid ?? undefined) as string | undefined;
+    if ((min !== undefined && num < min) || (max !== undefined && num > max) || (mask && !mask.includes(disposition(hit.rec))) || uuid !== undefined) {
       throw err('NonMatchingRecordFound');
     }
     return hit;

@@ -438,6 +438,10 @@ describe('io.systemd.UserDatabase with hostile parameters', () => {
     ['fuzzyNames [1]', 'GetUserRecord', { fuzzyNames: [1] }, INVALID, 'fuzzyNames'],
     ['dispositionMask "container"', 'GetUserRecord', { uid: 1, dispositionMask: 'container' }, INVALID, 'dispositionMask'],
     ['uidMin > uidMax around a real uid', 'GetUserRecord', { userName: 'ns-1000-own-1', uidMin: 2 ** 31, uidMax: 0 }, `${UDB}.NonMatchingRecordFound`],
+    // systemd 262's uuid filter: transient records have no uuid, so a real one does not match.
+    ['uuid on a real user', 'GetUserRecord', { userName: 'ns-1000-own-1', uuid: '0b4e2f6c-5a1d-4e8b-9c3f-2d7a6e1b8f40' }, `${UDB}.NonMatchingRecordFound`],
+    ['uuid on a real group', 'GetGroupRecord', { groupName: 'ns-1000-own-1', uuid: '0b4e2f6c-5a1d-4e8b-9c3f-2d7a6e1b8f40' }, `${UDB}.NonMatchingRecordFound`],
+    ['uuid 5', 'GetUserRecord', { uid: 1, uuid: 5 }, INVALID, 'uuid'],
     ['gid -1', 'GetGroupRecord', { gid: -1 }, NO],
     ['gid 1.5', 'GetGroupRecord', { gid: 1.5 }, INVALID, 'gid'],
     ['groupName of 300 bytes', 'GetGroupRecord', { groupName: 'x'.repeat(300) }, NO],
@@ -466,6 +470,11 @@ describe('io.systemd.UserDatabase with hostile parameters', () => {
     const r = await rootCall(`${UDB}.GetUserRecord`, { uid: null, userName: null, service: SERVICE });
     await afterCase('both null');
     assert.equal(r.error, `${UDB}.EnumerationNotSupported`, JSON.stringify(r));
+  });
+  test('a real user with a parameter this server does not know (a newer client) → the record', async () => {
+    const r = await rootCall(`${UDB}.GetUserRecord`, { userName: 'ns-1000-own-2', someFutureFilter: { x: 1 }, uuid: null, service: SERVICE });
+    await afterCase('unknown parameter');
+    assert.equal((r.parameters as { record?: { uid: number } } | undefined)?.record?.uid, own1000.base + 2, JSON.stringify(r));
   });
   test('a real user still resolves, from uid 1000 as well', async () => {
     const r = await a1000.call(`${UDB}.GetUserRecord`, { uid: own1000.base + 65535, service: SERVICE });

@@ -3,10 +3,12 @@
 // Every case must end in the documented error or a clean disconnect, leave the daemon's fd
 // count where it was, and the daemon must keep serving.
 import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
 import { MAX_MESSAGE_BYTES } from '../../src/ipc/connection.js';
 import { native } from '../../src/native/index.js';
 import { makeFileSystem, removeImages } from '../mntfsd/images.js';
@@ -245,8 +247,16 @@ describe('ill-typed MountImage parameters', () => {
     ['imagePolicy number', { imageFileDescriptor: 0, imagePolicy: 5 }, 'imagePolicy'],
     ['imagePolicy garbage', { imageFileDescriptor: 0, imagePolicy: 'root=evil' }, 'imagePolicy'],
     ['imagePolicy 1 MiB', { imageFileDescriptor: 0, imagePolicy: 'root=signed:'.repeat(1 << 16) }, 'imagePolicy'],
-    ['unknown parameter', { imageFileDescriptor: 0, evil: true }, 'evil'],
-    ['__proto__ parameter', JSON.parse('{"imageFileDescriptor":0,"__proto__":{"x":1}}') as Record<string, unknown>, '__proto__'],
+    ['readOnly string next to an unknown parameter', { imageFileDescriptor: 0, readOnly: 'yes', evil: true }, 'readOnly'],
+    ['mountOptions number', { imageFileDescriptor: 0, mountOptions: 5 }, 'mountOptions'],
+    ['mountOptions with a non-string value', { imageFileDescriptor: 0, mountOptions: { root: ['ro'] } }, 'mountOptions'],
+    ['mountOptions for root (not supported)', { imageFileDescriptor: 0, mountOptions: { root: 'noatime' } }, 'mountOptions'],
+    ['veritySharing string', { imageFileDescriptor: 0, veritySharing: 'yes' }, 'veritySharing'],
+    ['relaxExtensionReleaseChecks null-ish object', { imageFileDescriptor: 0, relaxExtensionReleaseChecks: {} }, 'relaxExtensionReleaseChecks'],
+    ['verityRootHash number', { imageFileDescriptor: 0, verityRootHash: 7 }, 'verityRootHash'],
+    ['verityRootHash 1 MiB of non-hex', { imageFileDescriptor: 0, verityRootHash: 'z'.repeat(1 << 20) }, 'verityRootHash'],
+    ['verityRootHash without data', { imageFileDescriptor: 0, verityRootHash: 'ab'.repeat(32) }, 'verityDataFileDescriptor'],
+    ['external Verity data (not supported)', { imageFileDescriptor: 0, verityDataFileDescriptor: 0, verityRootHash: 'ab'.repeat(32) }, 'verityDataFileDescriptor'],
   ];
   for (const [name, params, parameter] of cases) {
     test(`${name} → InvalidParameter(${parameter})`, async () => {
@@ -263,6 +273,48 @@ describe('ill-typed MountImage parameters', () => {
       await afterCase(name);
     });
   }
+
+  // Unknown parameters are a newer client's options: ignored, however many or odd they are;
+  // 262's two always-sent flags are declared and accepted.
+  const ignored: Array<[string, Record<string, unknown>]> = [
+    ['an unknown parameter', { imageFileDescriptor: 0, evil: true }],
+    ['a __proto__ parameter', JSON.parse('{"imageFileDescriptor":0,"__proto__":{"x":1}}') as Record<string, unknown>],
+    ['10,000 unknown parameters', { imageFileDescriptor: 0, ...Object.fromEntries(Array.from({ length: 10_000 }, (_, i) => [`p${i}`, { i }])) }],
+    ['an unknown parameter with a 1 MiB name', { imageFileDescriptor: 0, ['n'.repeat(1 << 20)]: 1 }],
+    ["systemd 262's relaxExtensionReleaseChecks and veritySharing", { imageFileDescriptor: 0, relaxExtensionReleaseChecks: true, veritySharing: true }],
+  ];
+  for (const [name, params] of ignored) {
+    test(`${name} → the image is mounted`, async () => {
+      const p = rawPeer(daemon.sock);
+      const img = fs.openSync(image, 'r');
+      p.call(MOUNT, params, [img]);
+      fs.closeSync(img);
+      const r = await p.nextReply();
+      assert.equal(r.error, undefined, JSON.stringify(r).slice(0, 500));
+      assert.equal(p.fdsReceived.length, 1);
+      p.close();
+      await afterCase(name);
+    });
+  }
+
+  test('GetInfo lists io.systemd; its description declares System(origin, errnoName, errno); calling it → MethodNotFound', async () => {
+    const p = rawPeer(daemon.sock);
+    p.call('org.varlink.service.GetInfo');
+    assert.deepEqual(((await p.nextReply()).parameters as { interfaces: string[] }).interfaces, [
+      'io.mountgate.Mntfsd',
+      'io.systemd',
+      'io.systemd.MountFileSystem',
+      'org.varlink.service',
+    ]);
+    p.call('org.varlink.service.GetInterfaceDescription', { interface: 'io.systemd' });
+    const text = ((await p.nextReply()).parameters as { description: string }).description;
+    assert.match(text, /^interface io\.systemd\n/);
+    assert.match(text, /\terrnoName: \?string,\n/);
+    p.call('io.systemd.System', {});
+    assert.equal((await p.nextReply()).error, 'org.varlink.service.MethodNotFound');
+    p.close();
+    await afterCase('io.systemd');
+  });
 
   test('the same fd index for image and namespace → InvalidParameter(userNamespaceFileDescriptor)', async () => {
     const p = rawPeer(daemon.sock);
@@ -326,5 +378,46 @@ describe('slow readers', () => {
     fs.closeSync(fd);
     await afterCase('slow reader');
     assert.ok(peak - rss0 < 64 * 1024, `daemon RSS grew by ${Math.round((peak - rss0) / 1024)} MiB for ${sent}k unread replies`);
+  });
+});
+
+describe('debug log', () => {
+  test('an ignored parameter is logged at debug level with the field, the method and the peer uid (uid 1000)', async () => {
+    const sock = path.join(dir, 'debug-log.sock');
+    const logFile = `${sock}.log`;
+    const log = fs.openSync(logFile, 'w');
+    const main = path.resolve(import.meta.dirname, '../../src/cli/main.ts');
+    const child = spawn(process.execPath, ['--import', 'tsx', main, 'mntfsd', '--listen', sock, '--userdbd', 'none'], {
+      stdio: ['ignore', log, log],
+      env: { ...process.env, MOUNTGATE_LOG_LEVEL: 'debug' },
+    });
+    fs.closeSync(log);
+    try {
+      await until(() => fs.existsSync(sock) || child.exitCode !== null, 'the debug daemon to listen');
+      const script = `
+        import { VarlinkClient } from '${path.resolve(import.meta.dirname, '../../src/ipc/client.js')}';
+        const c = await VarlinkClient.connect(process.argv[1]);
+        const r = await c.call('org.varlink.service.GetInfo', { someFutureFlag: true });
+        console.log(JSON.stringify(r.parameters.interfaces));
+        c.close();
+      `;
+      const r = await promisify(execFile)('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script, sock]);
+      assert.ok((JSON.parse(r.stdout) as string[]).includes('io.systemd'));
+      const logged = (): Record<string, unknown> | undefined =>
+        fs
+          .readFileSync(logFile, 'utf8')
+          .split('\n')
+          .filter((l) => l.includes('ignoring unknown parameters'))
+          .map((l) => JSON.parse(l) as Record<string, unknown>)[0];
+      await until(() => logged() !== undefined, 'the debug line');
+      const line = logged()!;
+      assert.equal(line.level, 20, 'debug');
+      assert.equal(line.method, 'org.varlink.service.GetInfo');
+      assert.equal(line.uid, 1000);
+      assert.deepEqual(line.fields, ['someFutureFlag']);
+    } finally {
+      child.kill('SIGTERM');
+      if (child.exitCode === null) await new Promise((resolve) => child.once('exit', resolve));
+    }
   });
 });
