@@ -1,5 +1,6 @@
 // Property-based fuzzing of the parsers that read untrusted input: GPT (and dissection on top of
-// it), the Verity superblock, the verity-sig JSON and its PKCS#7, image policies and Varlink IDL.
+// it), the Verity superblock, the verity-sig JSON and its PKCS#7, image policies, Varlink IDL and
+// call parameters.
 // 1k cases each by default, 100k with MOUNTGATE_LONG=1. Properties: only the module's typed
 // error ever escapes, and nothing is read outside the image (the image is a memfd of exactly the
 // given size, so a read past its end would surface as an "image truncated" error).
@@ -17,6 +18,7 @@ import {
 import { parseVeritySignature, verifyVeritySignature, VeritySignatureError } from '../../src/mntfsd/signature.js';
 import { parseVeritySuperblock, treeGeometry, MAX_SALT_SIZE } from '../../src/mntfsd/verity.js';
 import { IdlError, formatInterface, parseInterface } from '../../src/ipc/idl.js';
+import { validateCall, validateParameters } from '../../src/ipc/validate.js';
 import { MOUNT_FILE_SYSTEM_IDL, MNTFSD_STATUS_IDL } from '../../src/mntfsd/interface.js';
 import { memfdCreate } from '../../src/sys/memfd.js';
 
@@ -409,6 +411,37 @@ describe('Varlink IDL parser', () => {
         }
         const canonical = formatInterface(iface);
         assert.equal(formatInterface(parseInterface(canonical)), canonical);
+      }),
+      opts,
+    );
+  });
+});
+
+describe('Varlink call parameters', () => {
+  const iface = parseInterface(MOUNT_FILE_SYSTEM_IDL);
+  const input = iface.methods.get('MountImage')!.input;
+  const declared = input.fields.map((f) => f.name);
+  // Declared names (often with a plausible value), unknown names, and names special to JS objects.
+  const key = fc.oneof(fc.constantFrom(...declared), fc.constantFrom('__proto__', 'constructor', 'toString', ''), fc.string({ maxLength: 12 }));
+  const value = fc.oneof(fc.jsonValue({ maxDepth: 2 }), fc.nat({ max: 3 }), fc.boolean(), fc.constant(null), fc.dictionary(fc.constantFrom('root', 'usr', 'x'), fc.string()));
+  const params = fc.array(fc.tuple(key, value), { maxLength: 16 }).map((entries) => JSON.parse(JSON.stringify(Object.fromEntries(entries))) as unknown);
+
+  test(`MountImage: undeclared fields are set aside, the rest checks exactly as strict validation would (${RUNS} cases)`, () => {
+    fc.assert(
+      fc.property(params, (p) => {
+        const obj = p as Record<string, unknown>;
+        const r = validateCall(iface, input, obj);
+        const known = Object.fromEntries(Object.entries(obj).filter(([k]) => declared.includes(k)));
+        const strict = validateParameters(iface, input, known);
+        if (!r.ok) {
+          assert.deepEqual(strict, r, 'a call fails exactly when its declared fields fail');
+          assert.ok(declared.includes(r.parameter), `refused on an undeclared field ${r.parameter}`);
+          return;
+        }
+        assert.ok(strict.ok);
+        assert.deepEqual(r.parameters, known);
+        assert.equal(Object.getPrototypeOf(r.parameters), Object.prototype);
+        assert.deepEqual(r.ignored.sort(), Object.keys(obj).filter((k) => !declared.includes(k)).sort());
       }),
       opts,
     );
