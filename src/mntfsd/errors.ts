@@ -1,5 +1,5 @@
 // Typed failures of image handling, named after the io.systemd.MountFileSystem errors
-// (anchors §4.2) so the service can answer with the matching Varlink error.
+// (as vl_method_mount_image in systemd's mountwork.c answers them) so the service can answer with the matching Varlink error.
 import { VarlinkError } from '../ipc/errors.js';
 
 export const MOUNTFS_INTERFACE = 'io.systemd.MountFileSystem';

@@ -41,7 +41,7 @@ const SAFE_FLAGS = O_ACCMODE | O_NONBLOCK | O_LARGEFILE | O_NOFOLLOW | O_NOATIME
 
 const PSEUDO_FILE_SYSTEMS = new Set([NSFS_MAGIC, PROC_SUPER_MAGIC, PIDFS_MAGIC]);
 
-// Where each partition is meant to go (systemd: partition_mountpoint_table in gpt.c); the reply's
+// Where each partition is meant to go (systemd's partition_mountpoint_table); the reply's
 // PartitionInfo.mountPoint.
 const MOUNT_POINTS: Partial<Record<string, readonly string[]>> = {
   root: ['/'],

@@ -1,4 +1,4 @@
-// io.systemd.UserDatabase for the allocated ranges (anchors §5.3): users and groups
+// io.systemd.UserDatabase for the allocated ranges (as nsresourced serves it): users and groups
 // "ns-<name>-<offset>" resolve by name or number; no enumeration, no memberships.
 import { VarlinkError } from '../ipc/errors.js';
 import type { Handler, Service } from '../ipc/server.js';
