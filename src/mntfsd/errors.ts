@@ -1,5 +1,5 @@
-// Typed failures of image handling, named after the io.systemd.MountFileSystem errors
-// (as vl_method_mount_image in systemd's mountwork.c answers them) so the service can answer with the matching Varlink error.
+// Typed failures of image handling, named after the io.systemd.MountFileSystem errors that
+// vl_method_mount_image (systemd's mountwork.c) answers with, so the service can send the same.
 import { VarlinkError } from '../ipc/errors.js';
 
 export const MOUNTFS_INTERFACE = 'io.systemd.MountFileSystem';
