@@ -15,6 +15,7 @@ import { VarlinkError } from '../../src/ipc/errors.js';
 import { CONTAINER_WINDOW } from '../../src/userdbd/range-allocator.js';
 import { loadPolicy, type TestPolicy } from './policy.js';
 import { waitFor } from '../sys/util.js';
+import { userScript } from '../e2e/user-package.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
@@ -45,7 +46,7 @@ async function run(cmd: string, args: string[], fds: number[] = []): Promise<str
 
 /** Runs test/userdbd/client.ts as uid 1000; extra fds are inherited from index 3 on. */
 async function client(args: string[], fds: number[] = []): Promise<ClientResult> {
-  const out = await run('setpriv', [...AS_1000, process.execPath, '--import', 'tsx', clientScript, ...args], fds);
+  const out = await run('setpriv', [...AS_1000, process.execPath, userScript(clientScript), ...args], fds);
   const r = JSON.parse(out.trim().split('\n').pop() ?? '{}') as ClientResult;
   if (r.crash) throw new Error(`client crashed: ${r.crash}`);
   return r;
