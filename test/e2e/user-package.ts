@@ -54,7 +54,7 @@ export function userPackage(): UserPackage {
   return staged;
 }
 
-/** Where userScript() and userModule() put their modules: two levels below the package root, as
+/** Where userScript() and userEval() put their modules: two levels below the package root, as
  * the bundle's chunks are, so code that finds the native addon relative to itself finds the package's. */
 function scriptsDir(): string {
   const dir = path.join(userPackage().dir, 'dist', 'user-scripts');
@@ -63,7 +63,7 @@ function scriptsDir(): string {
   return dir;
 }
 
-/** esbuild options shared by userScript() and userModule(): one ES module, as scripts/build-bundle makes. */
+/** esbuild options shared by userScript() and userEval(): one ES module, as scripts/build-bundle makes. */
 const BUNDLE: BuildOptions = {
   bundle: true,
   // 'mountgate' resolves at run time through the package's own exports (as for any program using
@@ -96,10 +96,14 @@ export function userScript(entry: string): string {
   return outfile;
 }
 
-/** userScript() for a program given as TypeScript source CODE (imports resolved from RESOLVE_DIR), saved as NAME.mjs. */
-export function userModule(name: string, code: string, resolveDir = REPO): string {
+/**
+ * userScript() for the program `node --input-type=module -e CODE` would run (imports resolved from
+ * RESOLVE_DIR), saved as NAME.mjs. It sees the arguments as -e does: process.argv[1] is the first.
+ */
+export function userEval(name: string, code: string, resolveDir = REPO): string {
   const outfile = path.join(scriptsDir(), `${name}.mjs`);
-  buildSync({ ...BUNDLE, stdin: { contents: code, loader: 'ts', resolveDir, sourcefile: `${name}.ts` }, outfile });
+  const banner = `${BUNDLE.banner?.js ?? ''}\nprocess.argv.splice(1, 1);`;
+  buildSync({ ...BUNDLE, banner: { js: banner }, stdin: { contents: code, loader: 'ts', resolveDir, sourcefile: `${name}.ts` }, outfile });
   fs.chmodSync(outfile, 0o644);
   return outfile;
 }

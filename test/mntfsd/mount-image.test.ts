@@ -16,6 +16,7 @@ import { loadPolicy, type TestPolicy } from '../userdbd/policy.js';
 import { pino } from 'pino';
 import { killAndWait, spawnInNewUserns } from '../sys/util.js';
 import { flipped, handVerityImage, imageDir, makeFileSystem, removeImages, repartImage, run, sampleTree, testKey } from './images.js';
+import { userEval, userScript } from '../e2e/user-package.js';
 
 const execFileAsync = promisify(execFile);
 const AS_1000 = ['--reuid=1000', '--regid=1000', '--clear-groups'];
@@ -48,9 +49,12 @@ let BASE: number;
 let ns: Awaited<ReturnType<typeof spawnInNewUserns>>;
 
 // Asynchronous on purpose: the daemon runs in this process and must keep serving meanwhile.
+// ARGS is a script and its arguments, or `--input-type=module -e CODE ARGS…`; either is bundled
+// into the unpacked package (uid 1000 cannot be assumed to read the checkout, nor run tsx).
 async function as1000(args: string[]): Promise<{ stdout: string; stderr: string }> {
+  const program = args[1] === '-e' ? [userEval('mount-image-e', args[2]!), ...args.slice(3)] : [userScript(args[0]!), ...args.slice(1)];
   try {
-    return await execFileAsync('setpriv', [...AS_1000, process.execPath, '--import', 'tsx', ...args], { encoding: 'utf8', timeout: 60_000 });
+    return await execFileAsync('setpriv', [...AS_1000, process.execPath, ...program], { encoding: 'utf8', timeout: 60_000 });
   } catch (err) {
     const e = err as { stdout?: string; stderr?: string };
     return { stdout: e.stdout ?? '', stderr: e.stderr ?? String(err) };
