@@ -471,6 +471,15 @@ describe('io.systemd.UserDatabase with hostile parameters', () => {
     await afterCase('both null');
     assert.equal(r.error, `${UDB}.EnumerationNotSupported`, JSON.stringify(r));
   });
+  test("GetInfo lists io.systemd beside the two systemd interfaces, as systemd 262's nsresourced does", async () => {
+    const r = await rootCall('org.varlink.service.GetInfo', {});
+    const interfaces = (r.parameters as { interfaces: string[] }).interfaces;
+    for (const i of ['io.systemd', 'io.systemd.NamespaceResource', 'io.systemd.UserDatabase', 'org.varlink.service']) assert.ok(interfaces.includes(i), JSON.stringify(r));
+    assert.deepEqual(interfaces, [...interfaces].sort());
+    const d = await rootCall('org.varlink.service.GetInterfaceDescription', { interface: 'io.systemd' });
+    assert.match((d.parameters as { description: string }).description, /^error System\($/m);
+    await afterCase('GetInfo');
+  });
   test('a real user with a parameter this server does not know (a newer client) → the record', async () => {
     const r = await rootCall(`${UDB}.GetUserRecord`, { userName: 'ns-1000-own-2', someFutureFilter: { x: 1 }, uuid: null, service: SERVICE });
     await afterCase('unknown parameter');
