@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { MAX_MESSAGE_BYTES } from '../../src/ipc/connection.js';
 import { native } from '../../src/native/index.js';
+import { userEval } from '../e2e/user-package.js';
 import { makeFileSystem, removeImages } from '../mntfsd/images.js';
 import { DaemonProcess, closeAll, e2eClientAs1000, publish, rawPeer, testDir, until, type RawPeer } from './util.js';
 
@@ -401,7 +402,8 @@ describe('debug log', () => {
         console.log(JSON.stringify(r.parameters.interfaces));
         c.close();
       `;
-      const r = await promisify(execFile)('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script, sock]);
+      // Bundled into the unpacked package: uid 1000 cannot be assumed to read the checkout.
+      const r = await promisify(execFile)('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', process.execPath, userEval('hostile-varlink-debug', script), sock]);
       assert.ok((JSON.parse(r.stdout) as string[]).includes('io.systemd'));
       const logged = (): Record<string, unknown> | undefined =>
         fs

@@ -13,6 +13,7 @@ import { Connection } from '../../src/ipc/connection.js';
 import { VarlinkError } from '../../src/ipc/errors.js';
 import { parseInterface } from '../../src/ipc/idl.js';
 import { IO_SYSTEMD_IDL } from '../../src/ipc/service-interfaces.js';
+import { userEval } from '../e2e/user-package.js';
 
 const IDL = `# Test interface
 interface org.example.test
@@ -179,7 +180,8 @@ test('unknown parameters from uid 1000 are ignored and logged with its uid', asy
     c.close();
   `;
   const out = await new Promise<string>((resolve, reject) => {
-    execFile('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script, sock], (err, stdout, stderr) =>
+    // Bundled into the unpacked package: uid 1000 cannot be assumed to read the checkout.
+    execFile('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', process.execPath, userEval('ipc-varlink-unknown', script), sock], (err, stdout, stderr) =>
       err ? reject(new Error(`${err.message}: ${stderr}`)) : resolve(stdout),
     );
   });
