@@ -78,8 +78,8 @@ export type CallValidation =
  * newer revision of an interface, which only ever adds optional fields, keeps working: systemd
  * 262's MountImage callers always send relaxExtensionReleaseChecks/veritySharing, for example.
  * This is where we part from sd-varlink, whose varlink_idl_validate_symbol() refuses a field
- * the IDL lacks (its method handlers' sd_json_dispatch tables would let it through). Declared
- * fields, and everything nested inside them, keep the strict checks.
+ * the IDL lacks with InvalidParameter. Declared fields, and everything nested inside them, keep
+ * the strict checks; replies and errors (validateParameters) stay strict too.
  */
 export function validateCall(iface: Interface, struct: StructType, value: unknown): CallValidation {
   const obj = value === null || value === undefined ? {} : value;
