@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from '../sys/util.js';
-import { userPackage, userScript } from './user-package.js';
+import { userPackage } from './user-package.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 /** `mountgate` run from source: the command line before its subcommand. */
@@ -142,11 +142,6 @@ export function runAsUser(argv: string[], opts: { cwd?: string; env?: NodeJS.Pro
 /** `mountgate COMMAND ARGS` as uid 1000: the packed package's bin, which it can read wherever the checkout is. */
 export function cliAsUser(command: string, args: string[]): Promise<UserRun> {
   return runAsUser([process.execPath, userPackage().bin, command, ...args]);
-}
-
-/** The command line that runs test/e2e/client.ts (the public client library's end-to-end client) as uid 1000 can. */
-export function e2eClientArgv(): string[] {
-  return [process.execPath, userScript(path.join(REPO, 'test/e2e/client.ts'))];
 }
 
 /** `mountgate COMMAND ARGS --json` as uid 1000: its exit status and the JSON it printed. */

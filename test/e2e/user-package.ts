@@ -96,12 +96,16 @@ export function userScript(entry: string): string {
   return outfile;
 }
 
+let evals = 0;
+
 /**
  * userScript() for the program `node --input-type=module -e CODE` would run (imports resolved from
- * RESOLVE_DIR), saved as NAME.mjs. It sees the arguments as -e does: process.argv[1] is the first.
+ * RESOLVE_DIR), saved as NAME-N.mjs. It sees the arguments as -e does: process.argv[1] is the first.
  */
 export function userEval(name: string, code: string, resolveDir = REPO): string {
-  const outfile = path.join(scriptsDir(), `${name}.mjs`);
+  // A new file each time: a program started from the previous one may still be loading it.
+  const outfile = path.join(scriptsDir(), `${name}-${evals++}.mjs`);
+  // `node FILE ARGS` has FILE at argv[1]; drop it before any bundled code runs.
   const banner = `${BUNDLE.banner?.js ?? ''}\nprocess.argv.splice(1, 1);`;
   buildSync({ ...BUNDLE, banner: { js: banner }, stdin: { contents: code, loader: 'ts', resolveDir, sourcefile: `${name}.ts` }, outfile });
   fs.chmodSync(outfile, 0o644);
