@@ -261,8 +261,7 @@ describe('userdbd', () => {
       'mount -t tmpfs tmpfs /mnt',
       'touch /mnt/sock',
       `mount --bind ${sock} /mnt/sock`,
-      `cd ${root}`,
-      `TMPDIR=/mnt exec ${process.execPath} --import tsx ${clientScript} alloc /mnt/sock inner 65536`,
+      `TMPDIR=/mnt exec ${process.execPath} ${userScript(clientScript)} alloc /mnt/sock inner 65536`,
     ].join('\n');
     const out = await run('setpriv', [...AS_1000, 'nsenter', '--target', String(ppid), '--user', '--mount', '--', 'sh', '-c', script]);
     const inner = track(JSON.parse(out.trim().split('\n').pop() as string) as ClientResult);
