@@ -55,10 +55,10 @@ function configure(fsFd: number, req: MountRequest): void {
  * that pins its superblock. Callers never get this mount; each gets its own (mountForCaller).
  */
 export interface PartitionMount {
-  /** Detached, un-idmapped mount: keeps the superblock (and through it the loop device) alive. */
+  /** Detached, un-idmapped mount: keeps the superblock, and through it the loop device, alive. */
   readonly baseFd: number;
-  /** The loop device, opened read-only: how a caller's mount finds the same superblock. */
-  readonly loopFd: number;
+  /** The loop device: how a caller's mount finds the same superblock. */
+  readonly devPath: string;
   readonly request: MountRequest;
 }
 
@@ -82,16 +82,14 @@ export function mountPartition(src: MountSource, req: MountRequest): PartitionMo
   if (!ALLOWED_FILE_SYSTEMS.has(req.fileSystemType)) throw new Error(`file system ${req.fileSystemType} is not allowed`);
   const loop = attachLoop(src.fd, { offset: src.offset, size: src.size, readOnly: req.readOnly, autoclear: true });
   try {
-    return { baseFd: newMount(loop.devPath, req, mountAttributes(req)), loopFd: loop.fd, request: req };
-  } catch (err) {
+    return { baseFd: newMount(loop.devPath, req, mountAttributes(req)), devPath: loop.devPath, request: req };
+  } finally {
     fs.closeSync(loop.fd);
-    throw err;
   }
 }
 
 export function releasePartitionMount(m: PartitionMount): void {
   fs.closeSync(m.baseFd);
-  fs.closeSync(m.loopFd);
 }
 
 /**
@@ -104,8 +102,11 @@ export function releasePartitionMount(m: PartitionMount): void {
  */
 export function mountForCaller(m: PartitionMount, usernsFd: number | null, readOnly: boolean): number {
   const req = { ...m.request, readOnly: m.request.readOnly || readOnly };
-  const fd = newMount(`/proc/self/fd/${m.loopFd}`, req, mountAttributes(req));
+  const fd = newMount(m.devPath, req, mountAttributes(req));
   try {
+    // The base mount holds the loop device, so its name cannot have been reused; still, hand
+    // out nothing but the very superblock that was verified.
+    if (fs.fstatSync(fd).dev !== fs.fstatSync(m.baseFd).dev) throw new Error(`${m.devPath} no longer holds the mounted partition`);
     if (usernsFd !== null) mountSetattrFd(fd, { attrSet: MOUNT_ATTR_IDMAP, usernsFd });
     return fd;
   } catch (err) {
