@@ -162,7 +162,7 @@ test('unknown parameters are ignored, not passed to the handler, and logged at d
   // Thousands of unknown keys (or a huge name): the log line stays bounded.
   const many = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`f${i}`, i]));
   await c.call('org.example.test.Echo', { value: 'z', ['n'.repeat(10_000)]: 1, ...many });
-  const line = debugLog[0]!.obj as { fields: string[]; more: number };
+  const line = (debugLog as Array<{ obj: Record<string, unknown> }>)[0]!.obj as { fields: string[]; more: number };
   assert.equal(line.fields.length, 16);
   assert.equal(line.more, 5001 - 16);
   assert.ok(line.fields[0]!.length <= 65, line.fields[0]);
