@@ -1,9 +1,12 @@
-// Attack harness for the userns-restrict policy tests and bench: user namespaces mapped to a
-// transient range, commands run inside them, and the list of writes the policy must stop.
+// Attack harness for the userns-restrict policy tests (run in the kernel lab): user namespaces
+// mapped to a transient range, commands run inside them, the list of writes the policy must
+// stop, a disk file system that host root mounted to aim them at, and a scan of that disk for
+// anything that names a transient id.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { CONTAINER_WINDOW, DYNAMIC_WINDOW } from '../../src/userdbd/range-allocator.js';
 import type { ChildProcess } from 'node:child_process';
 import { spawnInNewUserns, killAndWait } from '../sys/util.js';
 
@@ -78,8 +81,8 @@ export interface Scratch {
   cleanup(): void;
 }
 
-export function scratch(base: number): Scratch {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mg-bpf-'));
+export function scratch(base: number, under: string = os.tmpdir()): Scratch {
+  const dir = fs.mkdtempSync(path.join(under, 'mg-bpf-'));
   fs.chmodSync(dir, 0o755); // mkdtemp makes it 0700: the namespace could not even traverse it
   const p = (n: string): string => path.join(dir, n);
   fs.mkdirSync(p('host'), { mode: 0o1777 });
@@ -109,6 +112,8 @@ export function scratch(base: number): Scratch {
 export interface Attack {
   name: string;
   script(s: Scratch): string;
+  /** How the tool reports the refusal, when it is not EPERM/EACCES verbatim. */
+  refusal?: RegExp;
 }
 
 /** Writes that would leave transient ids on the host file system. */
@@ -123,6 +128,9 @@ export const ATTACKS: Attack[] = [
   {
     name: 'overlay mount with a host upper dir',
     script: (s) => `unshare -m mount -t overlay overlay -o lowerdir=${s.lower},upperdir=${s.upper},workdir=${s.work} ${s.merged}`,
+    // overlayfs cannot make its work directory (EPERM), falls back to a read-only overlay, and
+    // sb_kern_mount refuses that too (its upper layer is on the host): mount(8) retried ro.
+    refusal: /Operation not permitted|permission denied|cannot mount overlay read-only/i,
   },
   { name: 'setfacl naming a transient uid', script: (s) => `setfacl -m u:1000:rwx ${s.owned}` },
   { name: 'setcap with a transient v3 rootid', script: (s) => `setcap cap_net_raw+ep ${s.owned}` },
@@ -133,4 +141,87 @@ export const ATTACKS: Attack[] = [
 export function tmpfsScript(s: Scratch): string {
   const m = s.merged;
   return `unshare -m sh -ec 'mount -t tmpfs t ${m}; mkdir ${m}/d; mknod ${m}/p p; : > ${m}/f; ln -s x ${m}/s; ln ${m}/f ${m}/h; setfacl -m u:1000:rwx ${m}/f; setcap cap_net_raw+ep ${m}/f; chown 1000:1000 ${m}/f'`;
+}
+
+export function isTransient(id: number): boolean {
+  return [DYNAMIC_WINDOW, CONTAINER_WINDOW].some((w) => id >= w.min && id <= w.max);
+}
+
+/** An ext4 file system on a loop device, mounted by host root in the initial namespaces. */
+export interface Disk {
+  dir: string;
+  cleanup(): void;
+}
+
+export function ext4Disk(sizeMiB = 64): Disk {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'mg-disk-'));
+  fs.chmodSync(work, 0o755); // the namespaces must reach the disk for their attacks to mean anything
+  const img = path.join(work, 'disk.img');
+  const dir = path.join(work, 'mnt');
+  fs.mkdirSync(dir);
+  fs.closeSync(fs.openSync(img, 'w'));
+  fs.truncateSync(img, sizeMiB << 20);
+  execFileSync('mkfs.ext4', ['-q', '-F', img]);
+  execFileSync('mount', ['-o', 'loop,acl', img, dir]);
+  fs.chmodSync(dir, 0o755);
+  return {
+    dir,
+    cleanup: () => {
+      spawnSync('umount', ['-R', '-l', dir], { stdio: 'ignore' });
+      fs.rmSync(work, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Every place under `root` (one file system) where a transient id is stored. */
+export interface TransientTrace {
+  path: string;
+  what: string;
+}
+
+/**
+ * Walks `root` with lstat for owners, getfacl for ACL entries and the raw security.capability
+ * xattr for v3 root ids (VFS_CAP_REVISION_3: magic_etc, 2 x (permitted, inheritable), rootid).
+ * Inodes in `except` (made by the test as host root) are exempt from the owner check only.
+ */
+export function transientTraces(root: string, except: ReadonlySet<number> = new Set()): TransientTrace[] {
+  const found: TransientTrace[] = [];
+  const walk = (p: string): void => {
+    const st = fs.lstatSync(p);
+    if (!except.has(st.ino) && (isTransient(st.uid) || isTransient(st.gid))) found.push({ path: p, what: `owner ${st.uid}:${st.gid}` });
+    if (st.isDirectory()) for (const e of fs.readdirSync(p)) walk(path.join(p, e));
+  };
+  walk(root);
+  const acl = execFileSync('getfacl', ['-R', '-P', '-n', '-p', '--skip-base', root], { encoding: 'utf8' });
+  let file = '';
+  for (const line of acl.split('\n')) {
+    const f = /^# file: (.*)$/.exec(line);
+    if (f) file = f[1]!;
+    const e = /^(?:default:)?(user|group):(\d+):/.exec(line);
+    if (e && isTransient(Number(e[2]))) found.push({ path: file, what: `ACL ${line}` });
+  }
+  const caps = execFileSync('getfattr', ['-R', '-P', '-h', '--absolute-names', '-m', '^security\\.capability$', '-e', 'hex', '-d', root], { encoding: 'utf8' });
+  for (const line of caps.split('\n')) {
+    const f = /^# file: (.*)$/.exec(line);
+    if (f) file = f[1]!;
+    const v = /^security\.capability=0x([0-9a-f]+)$/.exec(line);
+    if (!v) continue;
+    const raw = Buffer.from(v[1]!, 'hex');
+    if (raw.length >= 24 && raw.readUInt32LE(0) >>> 24 === 3 && isTransient(raw.readUInt32LE(20))) {
+      found.push({ path: file, what: `file capability rootid ${raw.readUInt32LE(20)}` });
+    }
+  }
+  return found;
+}
+
+/** Inode numbers of everything under `root` now (what the test itself made). */
+export function inodesUnder(root: string): Set<number> {
+  const seen = new Set<number>();
+  const walk = (p: string): void => {
+    const st = fs.lstatSync(p);
+    seen.add(st.ino);
+    if (st.isDirectory()) for (const e of fs.readdirSync(p)) walk(path.join(p, e));
+  };
+  walk(root);
+  return seen;
 }
