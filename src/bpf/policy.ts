@@ -20,6 +20,8 @@ export interface PolicyStatus {
   attached: boolean;
   pinned: boolean;
   managed: number;
+  /** Attached programs, named by the hook or probe they attach to. */
+  hooks: string[];
   reason?: string;
 }
 
@@ -84,9 +86,13 @@ function validPinDir(dir: string): string {
   return resolved;
 }
 
-function kernelHasSymbol(name: string): boolean {
-  const re = new RegExp(`^[0-9a-f]+ [tT] ${name}$`, 'm');
-  return re.test(fs.readFileSync('/proc/kallsyms', 'utf8'));
+function kernelSymbols(): Set<string> {
+  const names = new Set<string>();
+  for (const line of fs.readFileSync('/proc/kallsyms', 'utf8').split('\n')) {
+    const [, type, name] = line.split(' ');
+    if ((type === 't' || type === 'T') && name) names.add(name);
+  }
+  return names;
 }
 
 function readMeta(metaPin: string): Buffer | null {
@@ -116,8 +122,18 @@ function pinsAt(dir: string): Pins {
   };
 }
 
+/**
+ * The programs this kernel can run. Every LSM hook is required: each carries part of the
+ * guarantee, so a kernel without one (inode_set_acl came in 6.2) gets no policy at all, with
+ * the missing hooks named, rather than a policy with a silent hole. The death probe has a
+ * fallback: retire_userns_sysctls (needs CONFIG_SYSCTL), else free_user_ns.
+ */
 function expectedPrograms(): string[] {
-  const probe = DEATH_PROBES.find(kernelHasSymbol);
+  const symbols = kernelSymbols();
+  // Each LSM hook has a BPF attachment point bpf_lsm_<hook> (kernel/bpf/bpf_lsm.c).
+  const missing = LSM_PROGRAMS.filter((hook) => !symbols.has(`bpf_lsm_${hook}`));
+  if (missing.length > 0) throw new Error(`kernel lacks the LSM hook(s) ${missing.join(', ')}`);
+  const probe = DEATH_PROBES.find((p) => symbols.has(p));
   if (!probe) throw new Error(`kernel has none of ${DEATH_PROBES.join(', ')}`);
   return [...LSM_PROGRAMS, probe];
 }
@@ -260,11 +276,13 @@ export class UsernsPolicy {
   }
 
   status(): PolicyStatus {
+    const hooks = this.fds ? this.programs.filter((p) => fs.existsSync(this.pins.link(p))) : [];
     const status: PolicyStatus = {
       lsm: this.lsm,
-      attached: this.programs.length > 0 && this.programs.every((p) => fs.existsSync(this.pins.link(p))),
+      attached: this.programs.length > 0 && hooks.length === this.programs.length,
       pinned: (Object.keys(MAPS) as PinnedMap[]).every((m) => fs.existsSync(this.pins.map(m))),
       managed: this.fds ? bpf.mapCount(this.fds.managed, 4) : 0,
+      hooks,
     };
     if (this.reason !== undefined) status.reason = this.reason;
     return status;

@@ -31,6 +31,7 @@ const userdbdStatus = z.object({
     attached: z.boolean(),
     pinned: z.boolean(),
     managed: count,
+    hooks: z.pipe(z.nullish(z.array(z.string())), z.transform((h) => h ?? [])),
     reason: z.pipe(z.nullish(z.string()), z.transform((r) => r ?? null)),
   }),
   namespaces: z.array(
@@ -108,7 +109,8 @@ function table(rows: string[][]): string[] {
 function policyText(p: UserdbdStatus['policy']): string {
   const state = p.attached ? 'attached' : 'NOT attached';
   const details = [p.lsm ? 'BPF LSM active' : 'BPF LSM not active', p.pinned ? 'pinned' : 'not pinned', `${p.managed} namespace(s) managed`];
-  return `${state} (${details.join(', ')})${p.reason ? `: ${p.reason}` : ''}`;
+  const hooks = p.hooks.length > 0 ? `; hooks: ${p.hooks.join(' ')}` : '';
+  return `${state} (${details.join(', ')})${p.reason ? `: ${p.reason}` : ''}${hooks}`;
 }
 
 function userdbdText(d: DaemonStatus<UserdbdStatus>): string[] {

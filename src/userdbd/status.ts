@@ -17,6 +17,8 @@ type PolicyState (
   pinned: bool,
   # Namespaces in the policy's map.
   managed: int,
+  # The attached programs, named by the LSM hook or kprobe each is attached to.
+  hooks: ?[]string,
   # Why the policy is not enforced, if it is not.
   reason: ?string
 )
@@ -44,10 +46,10 @@ export function userdbdStatusService(registry: Registry, policy: NamespacePolicy
     iface: parseInterface(USERDBD_STATUS_IDL),
     handlers: {
       GetStatus: async () => {
-        const st = policy?.status() ?? { lsm: false, attached: false, pinned: false, managed: 0, reason: 'no policy loaded' };
+        const st = policy?.status() ?? { lsm: false, attached: false, pinned: false, managed: 0, hooks: [], reason: 'no policy loaded' };
         return {
           parameters: {
-            policy: { lsm: st.lsm, attached: st.attached, pinned: st.pinned, managed: st.managed, reason: st.reason ?? null },
+            policy: { lsm: st.lsm, attached: st.attached, pinned: st.pinned, managed: st.managed, hooks: st.hooks, reason: st.reason ?? null },
             namespaces: registry.all().map((r) => ({
               name: r.name,
               owner: r.owner,

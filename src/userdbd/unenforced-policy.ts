@@ -13,7 +13,7 @@ export class UnenforcedPolicy implements NamespacePolicy {
   ) {}
 
   status(): PolicyStatus {
-    return { lsm: this.lsm, attached: false, pinned: false, managed: this.managed.size, reason: `not enforced: ${this.reason}` };
+    return { lsm: this.lsm, attached: false, pinned: false, managed: this.managed.size, hooks: [], reason: `not enforced: ${this.reason}` };
   }
 
   manage(usernsInode: number): void {
