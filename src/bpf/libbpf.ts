@@ -84,7 +84,25 @@ const fn = {
   ringEpollFd: lib.func('int ring_buffer__epoll_fd(void *rb)'),
   ringConsume: lib.func('int ring_buffer__consume(void *rb)'),
   ringFree: lib.func('void ring_buffer__free(void *rb)'),
+  loadVmlinuxBtf: lib.func('void *btf__load_vmlinux_btf(void)'),
+  btfFind: lib.func('int btf__find_by_name_kind(void *btf, const char *name, uint32_t kind)'),
+  btfFree: lib.func('void btf__free(void *btf)'),
 };
+
+const BTF_KIND_FUNC = 12;
+
+/**
+ * Which of `names` the running kernel's BTF (/sys/kernel/btf/vmlinux) has as functions: what
+ * LSM and fentry programs attach to (libbpf resolves `lsm/<hook>` to the function bpf_lsm_<hook>).
+ */
+export function kernelBtfFunctions(names: readonly string[]): Set<string> {
+  const btf = checkPtr<bigint>(fn.loadVmlinuxBtf(), 'btf__load_vmlinux_btf');
+  try {
+    return new Set(names.filter((n) => (fn.btfFind(btf, n, BTF_KIND_FUNC) as number) > 0));
+  } finally {
+    fn.btfFree(btf);
+  }
+}
 
 export function openObject(path: string): BpfObject {
   return checkPtr<BpfObject>(fn.openFile(path, null), 'bpf_object__open_file', path);

@@ -86,15 +86,6 @@ function validPinDir(dir: string): string {
   return resolved;
 }
 
-function kernelSymbols(): Set<string> {
-  const names = new Set<string>();
-  for (const line of fs.readFileSync('/proc/kallsyms', 'utf8').split('\n')) {
-    const [, type, name] = line.split(' ');
-    if ((type === 't' || type === 'T') && name) names.add(name);
-  }
-  return names;
-}
-
 function readMeta(metaPin: string): Buffer | null {
   if (!fs.existsSync(metaPin)) return null;
   const fd = bpf.objGet(metaPin);
@@ -129,11 +120,12 @@ function pinsAt(dir: string): Pins {
  * fallback: retire_userns_sysctls (needs CONFIG_SYSCTL), else free_user_ns.
  */
 function expectedPrograms(): string[] {
-  const symbols = kernelSymbols();
-  // Each LSM hook has a BPF attachment point bpf_lsm_<hook> (kernel/bpf/bpf_lsm.c).
-  const missing = LSM_PROGRAMS.filter((hook) => !symbols.has(`bpf_lsm_${hook}`));
+  // Each LSM hook has a BPF attachment point, the function bpf_lsm_<hook> (kernel/bpf/bpf_lsm.c).
+  const present = bpf.kernelBtfFunctions(LSM_PROGRAMS.map((hook) => `bpf_lsm_${hook}`));
+  const missing = LSM_PROGRAMS.filter((hook) => !present.has(`bpf_lsm_${hook}`));
   if (missing.length > 0) throw new Error(`kernel lacks the LSM hook(s) ${missing.join(', ')}`);
-  const probe = DEATH_PROBES.find((p) => symbols.has(p));
+  const functions = bpf.kernelBtfFunctions(DEATH_PROBES);
+  const probe = DEATH_PROBES.find((p) => functions.has(p));
   if (!probe) throw new Error(`kernel has none of ${DEATH_PROBES.join(', ')}`);
   return [...LSM_PROGRAMS, probe];
 }
