@@ -1,6 +1,8 @@
 // Cost of the userns-restrict policy for everyone else: an unmanaged process (host root, so
 // the hooks run their full prologue) doing mkdir+rmdir, with the policy detached and attached
-// in the same run, interleaved rounds so drift hits both sides equally.
+// in the same run, interleaved rounds so drift hits both sides equally. Needs a kernel that
+// runs BPF-LSM programs: bench/run.ts runs it in the kernel lab (scripts/lab) from a host
+// whose kernel refuses them, so both sides come from one boot.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -37,7 +39,7 @@ try {
     UsernsPolicy.uninstall(PIN_DIR);
   }
   const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
-  console.log(`mkdir+rmdir, ${ITERATIONS} iterations x ${ROUNDS} rounds, unmanaged process`);
+  console.log(`mkdir+rmdir, ${ITERATIONS} iterations x ${ROUNDS} rounds, unmanaged process, kernel ${os.release()}`);
   console.log(`  detached: ${median(detached).toFixed(0)} ns/iteration (median)`);
   if (reason !== undefined) {
     console.log(`  attached: not measured, policy could not be attached: ${reason}`);
