@@ -15,6 +15,7 @@ import { FILE_NAME } from '../../src/mntfsd/verified-copy.js';
 import { native } from '../../src/native/index.js';
 import { memfdCreate } from '../../src/sys/memfd.js';
 import { pidfdOpen } from '../../src/sys/pidfd.js';
+import { userEval } from '../e2e/user-package.js';
 import { gptImage, imageDir, removeImages, run, sampleTree, testKey, verityFormat, verityUuids } from '../mntfsd/images.js';
 import { killAndWait, spawnInNewUserns } from '../sys/util.js';
 import {
@@ -90,7 +91,7 @@ async function mountAs1000WithInheritedNs(image: string, nsFd: number): Promise<
     } catch (e) { console.log(e.error ?? String(e)); }
     c.close();
   `;
-  const child = spawn('setpriv', [...AS_1000, process.execPath, '--import', 'tsx', '--input-type=module', '-e', script, daemon.sock, image], { stdio: ['ignore', 'pipe', 'pipe', nsFd] });
+  const child = spawn('setpriv', [...AS_1000, process.execPath, userEval('hostile-mntfsd-ns', script), daemon.sock, image], { stdio: ['ignore', 'pipe', 'pipe', nsFd] });
   let out = '';
   let err = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));

@@ -11,7 +11,8 @@ import { promisify } from 'node:util';
 import { VarlinkClient } from '../../src/ipc/client.js';
 import { Connection } from '../../src/ipc/connection.js';
 import { FILE_NAME } from '../../src/mntfsd/verified-copy.js';
-import { native, nativeBuildDir } from '../../src/native/index.js';
+import { native } from '../../src/native/index.js';
+import { userEval, userPackage, userScript } from '../e2e/user-package.js';
 
 const execFileAsync = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -278,12 +279,13 @@ export function rawPeer(sock: string): RawPeer {
   return peer;
 }
 
-/** Runs `test/e2e/client.ts` as uid 1000 (asynchronously: a daemon may run in this process). */
+/** Runs `test/e2e/client.ts` as uid 1000, bundled into the unpacked package (user-package.ts)
+ * (asynchronously: a daemon may run in this process). */
 export async function e2eClientAs1000(args: string[]): Promise<Record<string, unknown>> {
   let stdout = '';
   let stderr = '';
   try {
-    ({ stdout, stderr } = await execFileAsync('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', process.execPath, '--import', 'tsx', E2E_CLIENT, ...args], {
+    ({ stdout, stderr } = await execFileAsync('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', process.execPath, userScript(E2E_CLIENT), ...args], {
       encoding: 'utf8',
       timeout: 60_000,
     }));
@@ -472,8 +474,7 @@ export class UserdbdAgent {
 
   static async start(uid: number, sock: string, inherit: number[] = []): Promise<UserdbdAgent> {
     const script = `import { runUserdbdAgent } from ${JSON.stringify(path.join(ROOT, 'test/hostile/util.ts'))}; await runUserdbdAgent();`;
-    const child = spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script, sock], {
-      cwd: ROOT,
+    const child = spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', process.execPath, userEval('userdbd-agent', script), sock], {
       stdio: ['pipe', 'pipe', 'pipe', ...inherit],
     });
     if (child.pid === undefined) throw new Error('spawn agent failed');
@@ -642,11 +643,12 @@ export function fifoPipe(dir: string): [number, number] {
 /**
  * A process running as `uid` sends one call to `sock` with `fd` attached (inherited as its fd 3),
  * busy-waits `delayMs` and kills itself with SIGKILL: a client that vanishes mid-call. Plain
- * node without tsx, so it starts in tens of milliseconds. Resolves once it is gone.
+ * node without tsx, so it starts in tens of milliseconds; the addon is the unpacked package's
+ * (uid 1000 may not be able to read the checkout). Resolves once it is gone.
  */
 export async function sendAndDie(uid: number, sock: string, method: string, parameters: unknown, fd: number, delayMs: number): Promise<void> {
   const script = `
-    const native = require(${JSON.stringify(path.join(nativeBuildDir, 'mountgate.node'))});
+    const native = require(${JSON.stringify(path.join(userPackage().dir, 'build/Release/mountgate.node'))});
     const [sock, text, delay] = process.argv.slice(1);
     const s = native.connect(sock);
     const msg = Buffer.from(text + '\\0');
