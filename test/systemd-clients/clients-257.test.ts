@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { CONTAINER_SIZE, CONTAINER_WINDOW } from '../../src/userdbd/range-allocator.js';
-import { buildSignedImages, exited, startDaemon, stopDaemons, type SignedImages } from '../e2e/daemons.js';
+import { buildSignedImages, exited, REPO, startDaemon, stopDaemons, type SignedImages } from '../e2e/daemons.js';
 import { UserdbdAgent } from '../hostile/util.js';
 import { run } from '../mntfsd/images.js';
 import { waitFor } from '../sys/util.js';
@@ -35,6 +35,7 @@ my $parent = getppid();
 sleep 1 while getppid() == $parent;
 `;
 const PIN_DIR = `/sys/fs/bpf/mountgate-test-clients-${process.pid}`;
+const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
 
 /*
  * Stand-ins for what a booted systemd host provides and this CI VM (booted without systemd,
@@ -73,8 +74,8 @@ interface ClientRun {
 
 /**
  * Runs ARGV inside the chroot as uid AS (enter.sh), with our daemons (`sockets`, default the
- * ones before() starts) at the systemd paths or, with `daemons: false`, with none (the reference a root client computes by itself).
- * Asynchronous: the udev stand-in listens in this process.
+ * ones before() starts) at the systemd paths or, with `daemons: false`, with none: the
+ * reference that a root client computes by itself. Each run gets a cgroup of its own.
  */
 function client(as: 0 | 1000, argv: string[], opts: { daemons?: boolean; sockets?: Sockets } = {}): Promise<ClientRun> {
   const daemons = opts.daemons ?? true;
@@ -164,7 +165,10 @@ async function startDaemons(tag: string, opts: { userdbdBoundingSet: boolean }):
 
 before(async () => {
   // scripts/setup builds the chroot: its absence is a broken setup, not a reason to skip.
-  assert.ok(fs.existsSync(path.join(CHROOT, '.mountgate-recipe')) && fs.existsSync(path.join(CHROOT, 'usr/bin/systemd-nspawn')), `no systemd 257 chroot at ${CHROOT}: run ./scripts/setup`);
+  assert.ok(fs.existsSync(path.join(CHROOT, 'usr/bin/systemd-nspawn')), `no systemd 257 chroot at ${CHROOT}: run ./scripts/setup`);
+  // ... and rebuilds it when scripts/build-chroot changed (the hash it records is of itself).
+  const recipe = sha256(fs.readFileSync(path.join(REPO, 'scripts/build-chroot')));
+  assert.equal(fs.readFileSync(path.join(CHROOT, '.mountgate-recipe'), 'utf8').trim(), recipe, `the chroot at ${CHROOT} is older than scripts/build-chroot: run ./scripts/setup`);
   assert.ok(fs.existsSync(BUSYBOX), `${BUSYBOX} missing: run ./scripts/setup`);
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mountgate-clients-'));
   fs.chmodSync(tmp, 0o755); // uid 1000 reaches the sockets
@@ -267,7 +271,6 @@ function listTree(dir: string, rel = ''): string[] {
   });
 }
 
-const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
 
 test('systemd-dissect --list and --mtree show the image tree, owned by root, with its checksums', async () => {
   const tree = path.join(tmp, 'tree');
