@@ -1,7 +1,7 @@
 // `mountgate mntfsd`: parse options, start the daemon, stop on signals.
 import { startMntfsd } from '../mntfsd/daemon.js';
 import { MNTFSD_SOCKET, USERDBD_SOCKET } from '../sockets.js';
-import type { Command } from './args.js';
+import { usageError, type Command } from './args.js';
 import { parseDaemon, stopOnSignals } from './daemon-options.js';
 
 export const MNTFSD_USAGE = `Usage: mountgate mntfsd [OPTIONS]
@@ -16,6 +16,9 @@ Options:
   --verity-certs DIR   trust the certificates (*.crt) in DIR; repeatable
                        (default /etc/verity.d /run/verity.d /usr/local/lib/verity.d /usr/lib/verity.d)
   --trusted-dir DIR    trust images directly inside DIR by location; repeatable (default none)
+  --verity BACKEND     how verified partitions are served: dm-verity (kernel device-mapper),
+                       copy (verified into private memory), auto (default: dm-verity when
+                       /dev/mapper/control and the verity target exist, else copy)
   --state-dir DIR      accepted for symmetry with userdbd; mntfsd keeps its state in memory
   --idle-exit SECONDS  exit after this long without connections
   -h, --help           show this text
@@ -28,15 +31,19 @@ export async function mntfsdCommand(args: string[]): Promise<number> {
     userdbd: { type: 'string' },
     'verity-certs': { type: 'string', multiple: true },
     'trusted-dir': { type: 'string', multiple: true },
+    verity: { type: 'string' },
   });
   if (typeof parsed === 'number') return parsed;
   const { values, idleExitSeconds } = parsed;
+  const verity = values.verity ?? 'auto';
+  if (verity !== 'auto' && verity !== 'dm-verity' && verity !== 'copy') return usageError(MNTFSD, '--verity must be auto, dm-verity or copy');
   const daemon = startMntfsd({
     listen: values.listen,
     userdbd: values.userdbd === 'none' ? null : values.userdbd,
     certificateDirectories: values['verity-certs'],
     trustedDirectories: values['trusted-dir'],
     idleExitSeconds,
+    verity,
   });
   stopOnSignals(() => daemon.close());
   return -1;

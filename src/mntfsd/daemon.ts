@@ -1,5 +1,7 @@
 // mntfsd: the io.systemd.MountFileSystem server, with the verified-mount cache and the link
-// to userdbd that registers the mounts it hands out.
+// to userdbd that registers the mounts it hands out. At start it picks how verified partitions
+// are served (kernel dm-verity where device-mapper exists, else the verified copy) and removes
+// dm-verity devices a killed predecessor left behind.
 import { VarlinkClient } from '../ipc/client.js';
 import { VarlinkError } from '../ipc/errors.js';
 import { parseInterface } from '../ipc/idl.js';
@@ -7,7 +9,8 @@ import { VarlinkServer } from '../ipc/server.js';
 import { createLogger } from '../log.js';
 import { sdNotify } from '../sys/notify.js';
 import { MNTFSD_STATUS_IDL, MOUNT_FILE_SYSTEM_IDL } from './interface.js';
-import { MountCache } from './mount-cache.js';
+import { MountCache, type VerityBackend } from './mount-cache.js';
+import { cleanStaleVerityDevices, dmVerityAvailable } from './dm-verity.js';
 import { mountImageHandler } from './mount-image.js';
 import { DEFAULT_VERITY_CERT_DIRECTORIES } from './verity-cert-directories.js';
 
@@ -23,11 +26,15 @@ export interface MntfsdOptions {
   trustedDirectories?: readonly string[];
   idleExitSeconds?: number;
   cacheSize?: number;
+  /** 'auto' (default): dm-verity when the kernel has it, else the verified copy. */
+  verity?: VerityBackend | 'auto';
 }
 
 export interface Mntfsd {
   server: VarlinkServer;
   cache: MountCache;
+  /** The backend chosen at start. */
+  verity: VerityBackend;
   close(): void;
 }
 
@@ -52,8 +59,18 @@ async function registerWithUserdbd(socket: string, usernsFd: number, mountFd: nu
   }
 }
 
+/** Resolves 'auto'; asking for dm-verity where there is none is a start-up error, not a silent copy. */
+function chooseVerityBackend(asked: VerityBackend | 'auto', dm: boolean): VerityBackend {
+  if (asked === 'dm-verity' && !dm) throw new Error('dm-verity asked for, but device-mapper or its verity target is missing (/dev/mapper/control)');
+  return asked === 'auto' ? (dm ? 'dm-verity' : 'copy') : asked;
+}
+
 export function startMntfsd(opts: MntfsdOptions = {}): Mntfsd {
   const log = createLogger('mntfsd');
+  const dm = dmVerityAvailable();
+  const verity = chooseVerityBackend(opts.verity ?? 'auto', dm);
+  // Whatever this instance uses: devices of a killed predecessor are ours to clean.
+  if (dm) cleanStaleVerityDevices(log);
   const cache = new MountCache(opts.cacheSize);
   const counters = { mountsHandedOut: 0 };
   const userdbd = opts.userdbd === undefined ? USERDBD_SOCKET : opts.userdbd;
@@ -76,6 +93,7 @@ export function startMntfsd(opts: MntfsdOptions = {}): Mntfsd {
         certificateDirectories: opts.certificateDirectories ?? DEFAULT_VERITY_CERT_DIRECTORIES,
         trustedDirectories: opts.trustedDirectories ?? [],
         cache,
+        verity,
         counters,
         registerMount: userdbd === null ? undefined : (usernsFd, mountFd) => registerWithUserdbd(userdbd, usernsFd, mountFd),
         log,
@@ -87,7 +105,7 @@ export function startMntfsd(opts: MntfsdOptions = {}): Mntfsd {
     handlers: {
       GetStatus: async () => ({
         parameters: {
-          cachedImages: cache.list().map((c) => ({ rootHash: c.key, fileSystemType: c.fileSystemType })),
+          cachedImages: cache.list().map((c) => ({ rootHash: c.rootHash, fileSystemType: c.fileSystemType })),
           cacheHits: cache.stats.hits,
           verifications: cache.stats.misses,
           mountsHandedOut: counters.mountsHandedOut,
@@ -97,11 +115,11 @@ export function startMntfsd(opts: MntfsdOptions = {}): Mntfsd {
   });
   const activated = server.listenActivated();
   if (!activated) server.listenPath(opts.listen ?? MNTFSD_SOCKET);
-  log.info({ listen: activated ? `${activated} activated socket(s)` : (opts.listen ?? MNTFSD_SOCKET) }, 'listening');
+  log.info({ listen: activated ? `${activated} activated socket(s)` : (opts.listen ?? MNTFSD_SOCKET), verity }, 'listening');
   sdNotify('READY=1');
   function close(): void {
     server.close();
     cache.clear();
   }
-  return { server, cache, close };
+  return { server, cache, verity, close };
 }

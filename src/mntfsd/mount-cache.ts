@@ -1,11 +1,19 @@
-// Verified partitions, keyed by Verity root hash: a hit means the bytes were already copied,
-// verified and mounted, so serving the same image again costs one mount of that superblock.
+// Verified partitions, mounted: a hit means the partition was already set up (copied and
+// verified, or put on a dm-verity device) and mounted, so serving the same image again costs
+// one mount of that superblock. Keys are chosen by mount-image.ts: the root hash for verified
+// copies, root hash and image file for dm-verity devices (sharedDeviceKey()).
 import { releasePartitionMount, type PartitionMount } from './mount.js';
 
+/** Where a verified partition's bytes come from. */
+export type VerityBackend = 'dm-verity' | 'copy';
+
 export interface CachedMount {
-  /** The verified private copy, mounted (never handed out itself). */
+  /** The verified private copy or dm-verity device, mounted (never handed out itself). */
   partition: PartitionMount;
   fileSystemType: string;
+  /** Verity root hash (hex) of the partition. */
+  rootHash: string;
+  verity: VerityBackend;
 }
 
 export class MountCache {
@@ -22,9 +30,9 @@ export class MountCache {
     return this.entries.size;
   }
 
-  /** Root hash and file system of every cached image, least recently used first. */
-  list(): Array<{ key: string; fileSystemType: string }> {
-    return [...this.entries].map(([key, m]) => ({ key, fileSystemType: m.fileSystemType }));
+  /** Root hash, file system and backend of every cached image, least recently used first. */
+  list(): Array<{ rootHash: string; fileSystemType: string; verity: VerityBackend }> {
+    return [...this.entries.values()].map((m) => ({ rootHash: m.rootHash, fileSystemType: m.fileSystemType, verity: m.verity }));
   }
 
   has(key: string): boolean {
@@ -58,7 +66,8 @@ export class MountCache {
     }
   }
 
-  /** Closing the base mount releases the private copy and loop device once callers' clones are gone. */
+  /** Closing the base mount releases the private copy or dm-verity device, and the loop
+   * devices, once callers' mounts are gone. */
   private evict(): void {
     while (this.entries.size > this.capacity) {
       const [key, oldest] = this.entries.entries().next().value as [string, CachedMount];

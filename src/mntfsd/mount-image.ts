@@ -11,18 +11,21 @@ import { detectFileSystem, dissectImage, type DissectedImage, type DissectedPart
 import { MountFsError, isMountFsError } from './errors.js';
 import type { MountImageParameters } from './interface.js';
 import { evaluatePartition, formatImagePolicy, ImagePolicyError, type Designator, type ImagePolicy, type Protection } from './image-policy.js';
-import { mountForCaller, mountPartition, releasePartitionMount } from './mount.js';
-import type { MountCache } from './mount-cache.js';
+import { mountBlockDevice, mountForCaller, mountPartition, releasePartitionMount } from './mount.js';
+import type { CachedMount, MountCache, VerityBackend } from './mount-cache.js';
+import { setupVerityDevice } from './dm-verity.js';
 // Loaded at the first signature check: pkijs and asn1js cost ~100 ms of daemon start-up.
 let signatureModule: Promise<typeof import('./signature.js')> | undefined;
 const loadSignature = (): Promise<typeof import('./signature.js')> => (signatureModule ??= import('./signature.js'));
 import { checkTrustedImage, effectiveImagePolicy } from './trust.js';
-import { verifyPartition } from './verity.js';
+import { verifyPartition, type Extent } from './verity.js';
 
 export interface MountImageConfig {
   certificateDirectories: readonly string[];
   trustedDirectories: readonly string[];
   cache: MountCache;
+  /** How verified partitions are served: kernel dm-verity, or the userspace verified copy. */
+  verity: VerityBackend;
   /** Registers returned mounts with userdbd; undefined when no userdbd is configured. */
   registerMount?: (usernsFd: number, mountFd: number) => Promise<void>;
   log: Logger;
@@ -130,9 +133,10 @@ export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unk
     // relaxExtensionReleaseChecks (systemd 262's clients always send it) only loosens how a
     // sysext/confext image's extension-release file must match the host; mountgate checks no
     // extension-release file, so there is nothing to relax. veritySharing (also always sent)
-    // asks to reuse a dm-verity device set up for the same root hash; mountgate's verified
-    // copies are cached by root hash (MountCache), so they are always shared, and not sharing
-    // would only cost a second verification of the same bytes. Both are accepted either way.
+    // asks to reuse a dm-verity device set up for the same root hash; mountgate always shares
+    // what is safe to share (sharedDeviceKey(): dm-verity devices per image file, verified copies
+    // per root hash), and not sharing would only cost a second set-up of the same bytes. Both
+    // are accepted either way.
     const imageFd = ctx.fd(params.imageFileDescriptor, 'imageFileDescriptor');
     const flags = fdFlags(imageFd);
     if (flags.path || !flags.readable || (flags.flags & ~SAFE_FLAGS) !== 0) {
@@ -267,19 +271,64 @@ async function mountVerified(
     const { certificates } = loadTrustedCertificates(cfg.certificateDirectories);
     await verifyVeritySignature(sig, { trusted: certificates, expectedRootHash: verity.rootHash });
   }
-  const { mount, cached } = await cfg.cache.getOrCreate(verity.rootHash, async () => {
-    const copy = await verifyPartition(imageFd, { offset: p.offset, size: p.size }, { offset: verity.hash.offset, size: verity.hash.size }, Buffer.from(verity.rootHash, 'hex'));
-    try {
-      // Decide the driver from the verified bytes, not from what dissection read off the caller's fd.
-      const fileSystemType = detectFileSystem(copy.fd, copy.offset, copy.size);
-      if (!fileSystemType) throw new MountFsError('IncompatibleImage', `${p.designator}: no known file system`);
-      return { partition: mountPartition(copy, { designator: p.designator, fileSystemType, readOnly: true }), fileSystemType };
-    } finally {
-      fs.closeSync(copy.fd);
-    }
-  });
-  cfg.log.debug({ rootHash: verity.rootHash, cached }, 'verified partition');
+  const data = { offset: p.offset, size: p.size };
+  const hash = { offset: verity.hash.offset, size: verity.hash.size };
+  const rootHash = verity.rootHash;
+  const { mount, cached } =
+    cfg.verity === 'dm-verity'
+      ? await cfg.cache.getOrCreate(sharedDeviceKey(imageFd, rootHash, data, hash), async () => mountDmVerity(cfg, imageFd, p, data, hash, rootHash))
+      : await cfg.cache.getOrCreate(rootHash, async () => {
+          const copy = await verifyPartition(imageFd, data, hash, Buffer.from(rootHash, 'hex'));
+          try {
+            // Decide the driver from the verified bytes, not from what dissection read off the caller's fd.
+            const fileSystemType = detectFileSystem(copy.fd, copy.offset, copy.size);
+            if (!fileSystemType) throw new MountFsError('IncompatibleImage', `${p.designator}: no known file system`);
+            return { partition: mountPartition(copy, { designator: p.designator, fileSystemType, readOnly: true }), fileSystemType, rootHash, verity: 'copy' as const };
+          } finally {
+            fs.closeSync(copy.fd);
+          }
+        });
+  cfg.log.debug({ rootHash, cached, verity: mount.verity }, 'verified partition');
   return { fd: mountForCaller(mount.partition, usernsFd, true), fileSystemType: mount.fileSystemType };
+}
+
+/**
+ * Which callers may share a dm-verity device: those whose image is the same file (or block
+ * device), not merely the same root hash. A verity device reads its caller's file for as long as
+ * it lives, so whoever can write that file can make its unread blocks fail with EIO. Sharing
+ * by root hash alone would hand that power over everybody's mounts of the image to whichever
+ * tenant mounted it first (systemd's veritySharing names devices by root hash only). Sharing by
+ * file gives nobody a power they lack: any device over that file, shared or not, reads the
+ * same bytes. The key cannot outlive the file's identity: the cached device's loop holds the
+ * file open, so its inode number cannot be reused meanwhile. The verified copy needs no such
+ * rule: its bytes are private and can no longer change, so it is shared by root hash.
+ */
+function sharedDeviceKey(imageFd: number, rootHash: string, data: Extent, hash: Extent): string {
+  const st = fs.fstatSync(imageFd, { bigint: true });
+  const file = st.isBlockDevice() ? `b${st.rdev}` : `f${st.dev}:${st.ino}`;
+  return `${rootHash}/${file}/${data.offset}+${data.size}/${hash.offset}+${hash.size}`;
+}
+
+/** The root hash is trusted by now; the kernel checks every block read against it. */
+function mountDmVerity(cfg: MountImageConfig, imageFd: number, p: DissectedPartition, data: Extent, hash: Extent, rootHash: string): CachedMount {
+  const dev = setupVerityDevice(imageFd, data, hash, rootHash, cfg.log);
+  let partition;
+  try {
+    partition = mountBlockDevice(dev.devPath, { designator: p.designator, fileSystemType: dev.fileSystemType, readOnly: true });
+  } catch (err) {
+    dev.destroy();
+    if ((err as { code?: unknown }).code === 'EIO') throw new MountFsError('VerityFailure', `${p.designator}: file system metadata does not match the hash tree`);
+    throw err;
+  }
+  try {
+    // From here the base mount holds the device: it goes with the last mount of it.
+    dev.release();
+  } catch (err) {
+    releasePartitionMount(partition);
+    dev.destroy();
+    throw err;
+  }
+  return { partition, fileSystemType: dev.fileSystemType, rootHash, verity: 'dm-verity' };
 }
 
 /** instanceof would need the lazily loaded module. */

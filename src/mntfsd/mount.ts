@@ -1,5 +1,6 @@
 // Turns verified partition bytes into detached mounts: a read-only loop device over the
-// private copy, the new mount API, and an idmapped mount of the same superblock per caller.
+// private copy (or a dm-verity device), the new mount API, and an idmapped mount of the same
+// superblock per caller.
 import * as fs from 'node:fs';
 import { attachLoop } from '../sys/loop.js';
 import {
@@ -57,7 +58,7 @@ function configure(fsFd: number, req: MountRequest): void {
 export interface PartitionMount {
   /** Detached, un-idmapped mount: keeps the superblock, and through it the loop device, alive. */
   readonly baseFd: number;
-  /** The loop device: how a caller's mount finds the same superblock. */
+  /** The loop or dm-verity device: how a caller's mount finds the same superblock. */
   readonly devPath: string;
   readonly request: MountRequest;
 }
@@ -79,13 +80,26 @@ function newMount(source: string, req: MountRequest, attrs: number): number {
  * the last mount of its superblock and releasePartitionMount() have let go of it.
  */
 export function mountPartition(src: MountSource, req: MountRequest): PartitionMount {
-  if (!ALLOWED_FILE_SYSTEMS.has(req.fileSystemType)) throw new Error(`file system ${req.fileSystemType} is not allowed`);
+  checkAllowed(req);
   const loop = attachLoop(src.fd, { offset: src.offset, size: src.size, readOnly: req.readOnly, autoclear: true });
   try {
-    return { baseFd: newMount(loop.devPath, req, mountAttributes(req)), devPath: loop.devPath, request: req };
+    return mountBlockDevice(loop.devPath, req);
   } finally {
     fs.closeSync(loop.fd);
   }
+}
+
+function checkAllowed(req: MountRequest): void {
+  if (!ALLOWED_FILE_SYSTEMS.has(req.fileSystemType)) throw new Error(`file system ${req.fileSystemType} is not allowed`);
+}
+
+/**
+ * Mounts the file system on a block device that is already set up (a loop device, or a
+ * dm-verity device over loop devices: dm-verity.ts). The base mount keeps the device open.
+ */
+export function mountBlockDevice(devPath: string, req: MountRequest): PartitionMount {
+  checkAllowed(req);
+  return { baseFd: newMount(devPath, req, mountAttributes(req)), devPath, request: req };
 }
 
 export function releasePartitionMount(m: PartitionMount): void {
@@ -104,7 +118,7 @@ export function mountForCaller(m: PartitionMount, usernsFd: number | null, readO
   const req = { ...m.request, readOnly: m.request.readOnly || readOnly };
   const fd = newMount(m.devPath, req, mountAttributes(req));
   try {
-    // The base mount holds the loop device, so its name cannot have been reused; still, hand
+    // The base mount holds the device, so its name cannot have been reused; still, hand
     // out nothing but the very superblock that was verified.
     if (fs.fstatSync(fd).dev !== fs.fstatSync(m.baseFd).dev) throw new Error(`${m.devPath} no longer holds the mounted partition`);
     if (usernsFd !== null) mountSetattrFd(fd, { attrSet: MOUNT_ATTR_IDMAP, usernsFd });

@@ -142,14 +142,30 @@ function checkZero(b: Buffer, what: string): void {
  * and copied from the same memory into a private copy that then becomes read-only. Throws VerityFailure on any mismatch,
  * IncompatibleImage on malformed metadata.
  */
+export interface VerityLayout {
+  superblock: VeritySuperblock;
+  geometry: TreeGeometry;
+  /** data_blocks × data_block_size: the bytes the tree covers. */
+  dataBytes: number;
+}
+
+/**
+ * Reads the superblock of the hash partition and checks that data and tree fit their
+ * partitions; what both the userspace verifier and a dm-verity table (dm-verity.ts) rely on.
+ */
+export function readVerityLayout(srcFd: number, data: Extent, hash: Extent): VerityLayout {
+  if (hash.size < VERITY_SUPERBLOCK_SIZE) throw incompatible('Verity partition too small');
+  const superblock = parseVeritySuperblock(readAt(srcFd, hash.offset, VERITY_SUPERBLOCK_SIZE));
+  const geometry = treeGeometry(superblock);
+  const dataBytes = superblock.dataBlocks * superblock.dataBlockSize;
+  if (dataBytes > data.size) throw incompatible('Verity data blocks exceed the data partition');
+  if (geometry.treeBytes > MAX_TREE_BYTES || geometry.hashAreaOffset + geometry.treeBytes > hash.size) throw incompatible('Verity hash tree exceeds the hash partition');
+  return { superblock, geometry, dataBytes };
+}
+
 export async function verifyPartition(srcFd: number, data: Extent, hash: Extent, rootHash: Buffer, opts: VerifyOptions = {}): Promise<VerifiedCopy> {
   if (rootHash.length !== DIGEST_SIZE) throw verityFailure(`root hash must be ${DIGEST_SIZE} bytes`);
-  if (hash.size < VERITY_SUPERBLOCK_SIZE) throw incompatible('Verity partition too small');
-  const sb = parseVeritySuperblock(readAt(srcFd, hash.offset, VERITY_SUPERBLOCK_SIZE));
-  const geo = treeGeometry(sb);
-  const dataBytes = sb.dataBlocks * sb.dataBlockSize;
-  if (dataBytes > data.size) throw incompatible('Verity data blocks exceed the data partition');
-  if (geo.treeBytes > MAX_TREE_BYTES || geo.hashAreaOffset + geo.treeBytes > hash.size) throw incompatible('Verity hash tree exceeds the hash partition');
+  const { superblock: sb, geometry: geo, dataBytes } = readVerityLayout(srcFd, data, hash);
 
   const total = dataBytes + geo.treeBytes;
   const tree = readAt(srcFd, hash.offset + geo.hashAreaOffset, geo.treeBytes);
