@@ -58,7 +58,8 @@ const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).di
 
 let tmp = '';
 let images: SignedImages;
-let repartImg = '';
+/** systemd-repart images, by file system. */
+let repart: Record<'squashfs' | 'ext4', string>;
 let userdbdSocket = '';
 let mntfsdSocket = '';
 let machineId = '';
@@ -120,23 +121,28 @@ function makeTree(root: string): void {
 }
 
 /**
- * A signed squashfs DDI of TREE by the host's systemd-repart (Debian 12's 252), signed by a key
- * whose certificate goes into CERTS. The minimum of test/mntfsd/images.ts's repartImage(),
- * copied because that one always images its own sample tree, which has no programs to run.
+ * Signed DDIs of TREE by the host's systemd-repart (Debian 12's 252), one per file system, signed
+ * by a key whose certificate goes into CERTS. The minimum of test/mntfsd/images.ts's
+ * repartImage(), copied because that one always images its own sample tree, which has no
+ * programs to run.
  */
-function repartImage(tree: string, out: string, certs: string): string {
-  const defs = path.join(tmp, 'repart.d');
-  fs.mkdirSync(defs);
+function repartImages(tree: string, dir: string, certs: string): typeof repart {
   const key = path.join(tmp, 'repart.key');
   const cert = path.join(certs, 'repart.crt');
   run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '30', '-subj', '/CN=repart']);
-  const common = 'VerityMatchKey=root\n';
-  fs.writeFileSync(path.join(defs, '10-root.conf'), `[Partition]\nType=root\nFormat=squashfs\nCopyFiles=${tree}:/\nVerity=data\n${common}`);
-  fs.writeFileSync(path.join(defs, '20-verity.conf'), `[Partition]\nType=root-verity\nVerity=hash\n${common}`);
-  fs.writeFileSync(path.join(defs, '30-sig.conf'), `[Partition]\nType=root-verity-sig\nVerity=signature\n${common}`);
-  run('systemd-repart', [`--definitions=${defs}`, '--empty=create', '--size=auto', '--dry-run=no', `--private-key=${key}`, `--certificate=${cert}`, out]);
-  fs.chmodSync(out, 0o644);
-  return out;
+  const build = (format: 'squashfs' | 'ext4'): string => {
+    const defs = path.join(tmp, `repart-${format}.d`);
+    const out = path.join(dir, `repart-${format}.raw`);
+    fs.mkdirSync(defs);
+    const common = 'VerityMatchKey=root\n';
+    fs.writeFileSync(path.join(defs, '10-root.conf'), `[Partition]\nType=root\nFormat=${format}\nCopyFiles=${tree}:/\nVerity=data\n${common}`);
+    fs.writeFileSync(path.join(defs, '20-verity.conf'), `[Partition]\nType=root-verity\nVerity=hash\n${common}`);
+    fs.writeFileSync(path.join(defs, '30-sig.conf'), `[Partition]\nType=root-verity-sig\nVerity=signature\n${common}`);
+    run('systemd-repart', [`--definitions=${defs}`, '--empty=create', '--size=auto', '--dry-run=no', `--private-key=${key}`, `--certificate=${cert}`, out]);
+    fs.chmodSync(out, 0o644);
+    return out;
+  };
+  return { squashfs: build('squashfs'), ext4: build('ext4') };
 }
 
 interface Sockets {
@@ -178,7 +184,7 @@ before(async () => {
   const tree = path.join(tmp, 'tree');
   makeTree(tree);
   images = buildSignedImages(tree, dir);
-  repartImg = repartImage(tree, path.join(dir, 'repart.raw'), images.certs);
+  repart = repartImages(tree, dir, images.certs);
 
   machineId = path.join(tmp, 'machine-id');
   fs.writeFileSync(machineId, `${randomBytes(16).toString('hex')}\n`);
@@ -228,8 +234,8 @@ test('systemd-nspawn --image= of a `mountgate build` image: CMD runs as uid 0 of
   assertTransientRoot(await ok(1000, [...NSPAWN, `--image=${inChroot(images.trusted)}`, ...PAYLOAD]));
 });
 
-test('systemd-nspawn --image= of a systemd-repart image: CMD runs as uid 0 of a transient range', async () => {
-  assertTransientRoot(await ok(1000, [...NSPAWN, `--image=${inChroot(repartImg)}`, ...PAYLOAD]));
+test('systemd-nspawn --image= of systemd-repart images (squashfs, ext4): CMD runs as uid 0 of a transient range', async () => {
+  for (const img of Object.values(repart)) assertTransientRoot(await ok(1000, [...NSPAWN, `--image=${inChroot(img)}`, ...PAYLOAD]));
 });
 
 interface DissectMount {
@@ -244,7 +250,7 @@ interface DissectReport {
 }
 
 test('systemd-dissect --json=short: what root computes without daemons, less what MountImage does not tell', async () => {
-  for (const img of [images.trusted, repartImg]) {
+  for (const img of [images.trusted, repart.squashfs, repart.ext4]) {
     const ours = JSON.parse(await ok(1000, ['systemd-dissect', '--json=short', inChroot(img)])) as DissectReport;
     const reference = JSON.parse(await ok(0, ['systemd-dissect', '--json=short', inChroot(img)], { daemons: false })) as DissectReport;
     assert.ok(reference.mounts.some((m) => m.designator === 'root' && m.verity === 'signed'), JSON.stringify(reference));
@@ -275,7 +281,7 @@ function listTree(dir: string, rel = ''): string[] {
 test('systemd-dissect --list and --mtree show the image tree, owned by root, with its checksums', async () => {
   const tree = path.join(tmp, 'tree');
   const files = listTree(tree).sort();
-  for (const img of [images.trusted, repartImg]) {
+  for (const img of [images.trusted, repart.squashfs]) {
     const list = (await ok(1000, ['systemd-dissect', '--list', inChroot(img)])).trim().split('\n');
     assert.deepEqual(list.sort(), files, `--list ${path.basename(img)}`);
     const mtree = (await ok(1000, ['systemd-dissect', '--mtree', inChroot(img)])).trim().split('\n');
@@ -288,7 +294,7 @@ test('systemd-dissect --list and --mtree show the image tree, owned by root, wit
 });
 
 test('systemd-dissect --copy-from copies a file out of the image', async () => {
-  for (const img of [images.trusted, repartImg]) {
+  for (const img of [images.trusted, repart.squashfs]) {
     const out = await ok(1000, ['sh', '-c', `systemd-dissect --copy-from ${inChroot(img)} /etc/hello /tmp/hello && cat /tmp/hello`]);
     assert.equal(out, HELLO, path.basename(img));
   }
