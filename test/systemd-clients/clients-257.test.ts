@@ -188,7 +188,7 @@ before(async () => {
 
   machineId = path.join(tmp, 'machine-id');
   fs.writeFileSync(machineId, `${randomBytes(16).toString('hex')}\n`);
-  // It runs as uid 1000: nspawn opens the listener's network namespace (through its pid) to
+  // The udev stand-in runs as uid 1000: nspawn opens the listener's network namespace (through its pid) to
   // check that udev shares its own, which the caller may do only for its own processes.
   const udevDir = path.join(tmp, 'udev');
   fs.mkdirSync(udevDir);
