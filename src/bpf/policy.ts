@@ -27,7 +27,6 @@ export interface PolicyStatus {
 
 export interface NamespaceDeath {
   inode: number;
-  nsId?: bigint;
 }
 
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/mountgate';
@@ -63,7 +62,8 @@ const MAPS = {
 } as const;
 type PinnedMap = keyof typeof MAPS;
 const RESIZABLE: readonly PinnedMap[] = ['managed', 'setgroups_deny'];
-const DEATH_RECORD_SIZE = 16;
+/** sizeof(struct userns_death) in userns-restrict.bpf.c; older builds wrote 16 bytes, inode first. */
+const DEATH_RECORD_SIZE = 4;
 
 function u32(n: number): Buffer {
   const b = Buffer.alloc(4);
@@ -309,7 +309,6 @@ export class UsernsPolicy {
     const consumer = bpf.ringBuffer(this.maps().ringbuf, (data) => {
       if (data.length < DEATH_RECORD_SIZE) return;
       const ev: NamespaceDeath = { inode: data.readUInt32LE(0) };
-      if (data.readUInt32LE(4) !== 0) ev.nsId = data.readBigUInt64LE(8);
       for (const l of this.listeners) l(ev);
     });
     this.consumer = consumer;

@@ -52,10 +52,14 @@ struct {
 	__type(value, __u32);
 } userns_setgroups_deny SEC(".maps");
 
+/*
+ * A death record: the nsfs inode only. The daemon never trusts it alone (inode numbers are
+ * recycled): it releases a namespace only once open_by_handle_at() on its recorded NS_GET_ID
+ * says it is gone. struct ns_common's id field is not NS_GET_ID's value on every kernel
+ * (Debian sid's 7.x differs), so it is not reported.
+ */
 struct userns_death {
 	__u32 inode;
-	__u32 has_id;
-	__u64 ns_id;
 };
 
 struct {
@@ -595,12 +599,6 @@ static __always_inline void report_death(struct user_namespace *ns)
 	if (!ev)
 		return;
 	ev->inode = inum;
-	ev->has_id = 0;
-	ev->ns_id = 0;
-	if (bpf_core_field_exists(ns->ns.ns_id)) {
-		ev->ns_id = BPF_CORE_READ(ns, ns.ns_id);
-		ev->has_id = ev->ns_id != 0;
-	}
 	bpf_ringbuf_submit(ev, 0);
 }
 
