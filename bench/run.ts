@@ -1,5 +1,6 @@
 // `npm run bench`: runs every figure, prints each, and writes BENCHMARKS.md at the repo root.
-// BENCH_ONLY=1,3 runs a subset (the file is then written with just those).
+// BENCH_ONLY=1,3 runs a subset: those figures are replaced in BENCHMARKS.md, the others kept
+// from the run that wrote them (the header says which figures came from which run).
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
@@ -137,8 +138,49 @@ async function main(): Promise<void> {
     removeContext(ctx);
   }
   const out = path.join(REPO, 'BENCHMARKS.md');
-  fs.writeFileSync(out, `${markdown(figures, (performance.now() - start) / 1000, loadBefore)}\n`);
+  let text = markdown(figures, (performance.now() - start) / 1000, loadBefore);
+  if (only && fs.existsSync(out)) text = mergeInto(fs.readFileSync(out, 'utf8'), text, figures.map((f) => f.id));
+  fs.writeFileSync(out, `${text.trimEnd()}\n`);
   console.log(`\nwrote ${out}`);
+}
+
+/** Summary rows and figure sections of a BENCHMARKS.md, by figure id, in order. */
+function parts(md: string): { head: string; rows: Map<string, string>; sections: Map<string, string> } {
+  const [top = '', figs = ''] = md.split(/^## Figures\n/m);
+  const rows = new Map<string, string>();
+  for (const line of top.split('\n')) {
+    const id = /^\| ([0-9a-z/]+) \|/.exec(line)?.[1];
+    if (id) rows.set(id, line);
+  }
+  const sections = new Map<string, string>();
+  for (const sec of figs.split(/^(?=### )/m)) {
+    const id = /^### ([0-9a-z/]+)\./.exec(sec)?.[1];
+    if (id) sections.set(id, sec.trimEnd());
+  }
+  return { head: top.split(/^## Summary\n/m)[0] ?? '', rows, sections };
+}
+
+/** The previous file with the figures `ids` replaced by those of `fresh` (a partial run). */
+function mergeInto(previous: string, fresh: string, ids: string[]): string {
+  const old = parts(previous);
+  const now = parts(fresh);
+  const order = [...new Set([...old.rows.keys(), ...now.rows.keys()])].sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
+  const pick = <T>(id: string, a: Map<string, T>, b: Map<string, T>): T | undefined => (ids.includes(id) ? b.get(id) : a.get(id));
+  const header = previous.split('\n').find((l) => l.startsWith('| #')) ?? '| # | figure | result | target | status |';
+  return [
+    old.head.trimEnd(),
+    `Figure(s) ${ids.join(', ')} re-run (BENCH_ONLY) at ${new Date().toISOString()} on kernel ${os.release()}: ${now.head.split('\n').find((l) => l.startsWith('Generated')) ?? ''}`,
+    '',
+    '## Summary',
+    '',
+    header,
+    '|---|---|---|---|---|',
+    ...order.map((id) => pick(id, old.rows, now.rows)).filter((r): r is string => r !== undefined),
+    '',
+    '## Figures',
+    '',
+    ...order.map((id) => pick(id, old.sections, now.sections)).filter((r): r is string => r !== undefined).map((sec) => `${sec}\n`),
+  ].join('\n');
 }
 
 await main();
