@@ -52,8 +52,8 @@ async function bpfFigure(log: (s: string) => void): Promise<Figure> {
   const base: Omit<Figure, 'result' | 'status' | 'notes'> = {
     id: '5',
     title: 'BPF policy overhead (unmanaged mkdir+rmdir)',
-    method: `bench/bpf-overhead.ts: host-root (unmanaged) process doing mkdir+rmdir on tmpfs, ${iterations} iterations × 5 rounds, policy detached vs attached, interleaved, median ns/iteration, kernel ${kernel}${inLab ? ' (kernel lab: qemu TCG, both sides in one boot)' : ''}.`,
-    samples: `5 rounds × ${iterations} iterations per side`,
+    method: `bench/bpf-overhead.ts: host-root (unmanaged) process doing mkdir+rmdir on tmpfs, ${iterations} iterations × 7 rounds, policy detached vs attached back to back in alternating order, median of the per-round ratios, kernel ${kernel}${inLab ? ' (kernel lab: qemu TCG, both sides in one boot)' : ''}.`,
+    samples: `7 rounds × ${iterations} iterations per side, alternating order, median of per-round ratios`,
     target: '≤ 3 % overhead',
   };
   if (code === 0 && ratio && attached && detached) {
@@ -169,7 +169,7 @@ function mergeInto(previous: string, fresh: string, ids: string[]): string {
   const header = previous.split('\n').find((l) => l.startsWith('| #')) ?? '| # | figure | result | target | status |';
   return [
     old.head.trimEnd(),
-    `Figure(s) ${ids.join(', ')} re-run (BENCH_ONLY) at ${new Date().toISOString()} on kernel ${os.release()}: ${now.head.split('\n').find((l) => l.startsWith('Generated')) ?? ''}`,
+    `Figure(s) ${ids.join(', ')} re-run (BENCH_ONLY) at ${new Date().toISOString()} on kernel ${os.release()}: ${now.head.split('\n').find((l) => /^Generated \d/.test(l)) ?? ''}`,
     '',
     '## Summary',
     '',

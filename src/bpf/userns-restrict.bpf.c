@@ -285,8 +285,9 @@ static __always_inline int check_create(const struct path *dir, const struct den
 
 	if (!cred)
 		return -EPERM;
-	fsuid = BPF_CORE_READ(cred, fsuid.val);
-	fsgid = BPF_CORE_READ(cred, fsgid.val);
+	/* Plain (CO-RE relocated) loads, not helper calls: this is every process's fast path. */
+	fsuid = cred->fsuid.val;
+	fsgid = cred->fsgid.val;
 	if (!id_transient(fsuid) && !id_transient(fsgid))
 		return 0;
 	fs_ns = BPF_CORE_READ(dir, mnt, mnt_sb, s_user_ns);
@@ -317,7 +318,7 @@ static __always_inline int check_inode_create(const struct dentry *dentry)
 
 	if (!cred)
 		return -EPERM;
-	if (!id_transient(BPF_CORE_READ(cred, fsuid.val)) && !id_transient(BPF_CORE_READ(cred, fsgid.val)))
+	if (!id_transient(cred->fsuid.val) && !id_transient(cred->fsgid.val))
 		return 0;
 	r = needs_check(BPF_CORE_READ(dentry, d_sb, s_user_ns));
 	if (r <= 0)
