@@ -40,13 +40,20 @@ async function rejectsWith(p: Promise<unknown>, error: string): Promise<VarlinkE
   assert.fail(`expected ${error}, but the call succeeded`);
 }
 
-async function waitForSocket(p: string, child: ChildProcess): Promise<void> {
-  for (let i = 0; i < 500; i++) {
+/** Connects once the server listens: its socket file exists from bind(), a moment before listen(). */
+async function connectWhenListening(p: string, child: ChildProcess): Promise<VarlinkClient> {
+  for (let i = 0; i < 1000; i++) {
     if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`);
-    if (fs.existsSync(p)) return;
+    if (fs.existsSync(p)) {
+      try {
+        return await VarlinkClient.connect(`unix:${p}`);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ECONNREFUSED') throw err;
+      }
+    }
     await sleep(10);
   }
-  throw new Error(`${p} did not appear`);
+  throw new Error(`${p} is not served`);
 }
 
 describe('org.varlink.certification', () => {
@@ -96,8 +103,7 @@ describe('org.varlink.certification', () => {
     const sock = path.join(dir, 'cli.sock');
     const child = spawn(process.execPath, ['--import', 'tsx', 'test/varlink/certification-server.ts', `unix:${sock}`], { cwd: ROOT, stdio: 'ignore' });
     try {
-      await waitForSocket(sock, child);
-      const c = await VarlinkClient.connect(`unix:${sock}`);
+      const c = await connectWhenListening(sock, child);
       try {
         assert.equal((await runCertificationClient(c, { strict: true })).allOk, true);
       } finally {
@@ -212,8 +218,7 @@ describe('org.varlink.certification', () => {
       const sock = path.join(dir, 'go.sock');
       const child = spawn(bin, ['-varlink', `unix:${sock}`], { stdio: 'ignore' });
       try {
-        await waitForSocket(sock, child);
-        const c = await VarlinkClient.connect(`unix:${sock}`);
+        const c = await connectWhenListening(sock, child);
         try {
           const result = await runCertificationClient(c);
           assert.equal(result.allOk, true);
