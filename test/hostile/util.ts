@@ -21,6 +21,8 @@ const E2E_CLIENT = path.join(ROOT, 'test/e2e/client.ts');
 /** Node has no fs.constants.O_PATH. */
 export const O_PATH = 0o10000000;
 export const LONG = process.env.MOUNTGATE_LONG === '1';
+/** How long a daemon may take to let go of what a finished or abandoned call held. */
+const SETTLE_MS = 20_000;
 
 export async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;
@@ -95,10 +97,11 @@ abstract class ChildDaemon {
     return last;
   }
 
-  /** Waits until the daemon's fd count is back to `n` (it sees a disconnect asynchronously). */
+  /** Waits until the daemon's fd count is back to `n` (it sees a disconnect asynchronously; a
+   * verification under way stops at its next chunk, which takes long on a loaded machine). */
   async settleFds(n: number, what: string): Promise<void> {
     try {
-      await until(() => this.fdCount() <= n, what, 5000);
+      await until(() => this.fdCount() <= n, what, SETTLE_MS);
     } catch {
       assert.fail(`${what}: ${this.name} holds ${this.fdCount()} fds, expected ${n}: ${JSON.stringify(this.fds().slice(-20))}`);
     }
@@ -201,7 +204,7 @@ export function newLoops(before: Map<string, string>): string[] {
 /** Waits until no loop device beyond `before` is bound (autoclear runs after the last mount goes). */
 export async function assertNoNewLoops(before: Map<string, string>, what: string): Promise<void> {
   try {
-    await until(() => newLoops(before).length === 0, what, 5000);
+    await until(() => newLoops(before).length === 0, what, SETTLE_MS);
   } catch {
     assert.fail(`${what}: loop devices left: ${newLoops(before).join(', ')}`);
   }
