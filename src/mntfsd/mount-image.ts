@@ -1,5 +1,6 @@
 // io.systemd.MountFileSystem.MountImage: validate the fds, establish trust, dissect, verify
-// into private storage, mount, idmap to the caller's namespace, hand back mount fds.
+// (through kernel dm-verity, or into private storage), mount, idmap to the caller's namespace,
+// hand back mount fds.
 import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import { ERR, VarlinkError, invalidParameter, permissionDenied, systemError } from '../ipc/errors.js';
@@ -11,7 +12,7 @@ import { detectFileSystem, dissectImage, type DissectedImage, type DissectedPart
 import { MountFsError, isMountFsError } from './errors.js';
 import type { MountImageParameters } from './interface.js';
 import { evaluatePartition, formatImagePolicy, ImagePolicyError, type Designator, type ImagePolicy, type Protection } from './image-policy.js';
-import { mountBlockDevice, mountForCaller, mountPartition, releasePartitionMount } from './mount.js';
+import { mountBlockDevice, mountForCaller, mountPartition, releasePartitionMount, type PartitionMount } from './mount.js';
 import type { CachedMount, MountCache, VerityBackend } from './mount-cache.js';
 import { setupVerityDevice } from './dm-verity.js';
 // Loaded at the first signature check: pkijs and asn1js cost ~100 ms of daemon start-up.
@@ -312,7 +313,7 @@ function sharedDeviceKey(imageFd: number, rootHash: string, data: Extent, hash: 
 /** The root hash is trusted by now; the kernel checks every block read against it. */
 function mountDmVerity(cfg: MountImageConfig, imageFd: number, p: DissectedPartition, data: Extent, hash: Extent, rootHash: string): CachedMount {
   const dev = setupVerityDevice(imageFd, data, hash, rootHash, cfg.log);
-  let partition;
+  let partition: PartitionMount;
   try {
     partition = mountBlockDevice(dev.devPath, { designator: p.designator, fileSystemType: dev.fileSystemType, readOnly: true });
   } catch (err) {

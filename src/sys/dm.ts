@@ -24,7 +24,6 @@ const OFF_VERSION = 0;
 const OFF_DATA_SIZE = 12;
 const OFF_DATA_START = 16;
 const OFF_TARGET_COUNT = 20;
-const OFF_OPEN_COUNT = 24;
 const OFF_FLAGS = 28;
 const OFF_DEV = 40;
 const OFF_NAME = 48;
@@ -47,12 +46,10 @@ const DM_LIST_DEVICES = dmCmd(2);
 const DM_DEV_CREATE = dmCmd(3);
 const DM_DEV_REMOVE = dmCmd(4);
 const DM_DEV_SUSPEND = dmCmd(6);
-const DM_DEV_STATUS = dmCmd(7);
 const DM_TABLE_LOAD = dmCmd(9);
 const DM_LIST_VERSIONS = dmCmd(13);
 
 export const DM_READONLY_FLAG = 1 << 0;
-const DM_SUSPEND_FLAG = 1 << 1;
 const DM_BUFFER_FULL_FLAG = 1 << 8;
 export const DM_DEFERRED_REMOVE = 1 << 17;
 
@@ -203,23 +200,6 @@ export function dmLoadTable(name: string, targets: readonly DmTarget[], flags = 
 /** Resumes the device: makes the loaded table live (DM_DEV_SUSPEND without DM_SUSPEND_FLAG). */
 export function dmResume(name: string): void {
   dmIoctl(DM_DEV_SUSPEND, 'DM_DEV_SUSPEND', header(DM_IOCTL_SIZE, name, 0), name);
-}
-
-/** Suspends the device (queues I/O). */
-export function dmSuspend(name: string): void {
-  dmIoctl(DM_DEV_SUSPEND, 'DM_DEV_SUSPEND', header(DM_IOCTL_SIZE, name, DM_SUSPEND_FLAG), name);
-}
-
-export interface DmStatus extends DmDevice {
-  /** Openers of the device right now. */
-  openCount: number;
-  flags: number;
-}
-
-/** DM_DEV_STATUS of a device by name (ENXIO if there is none). */
-export function dmStatus(name: string): DmStatus {
-  const b = dmIoctl(DM_DEV_STATUS, 'DM_DEV_STATUS', header(DM_IOCTL_SIZE, name), name);
-  return { ...deviceOf(b), openCount: b.readInt32LE(OFF_OPEN_COUNT), flags: b.readUInt32LE(OFF_FLAGS) };
 }
 
 /**
