@@ -10,7 +10,6 @@
 // devices are autoclear, so the last unmount removes the device and then the loops, whether or
 // not mntfsd is still running.
 import fs from 'node:fs';
-import os from 'node:os';
 import type { Logger } from 'pino';
 import { isSysError } from '../sys/errors.js';
 import { dmAvailable, dmCreate, dmDevicePath, dmListDevices, dmLoadTable, dmRemove, dmResume, dmSlaves, dmTargetTypes, DM_READONLY_FLAG, type DmDevice } from '../sys/dm.js';
@@ -26,21 +25,29 @@ const SECTOR = 512;
 
 /**
  * Whether this kernel can do dm-verity: /dev/mapper/control answers, and the verity target is
- * loaded or can be (the kernel loads dm-verity on the first table that names it; mntfsd's unit
- * cannot load modules itself).
+ * loaded or loads on demand. The kernel loads a target's module when a table names it
+ * (dm_get_target_type() in drivers/md/dm-target.c calls request_module("dm-verity")), which
+ * works where mntfsd itself could not even read /lib/modules (the unit's ProtectKernelModules=):
+ * a throwaway device is given a verity table the target must refuse, then removed.
  */
 export function dmVerityAvailable(): boolean {
   if (!dmAvailable()) return false;
   if (dmTargetTypes().includes('verity')) return true;
-  const modules = `/lib/modules/${os.release()}`;
-  for (const f of ['modules.builtin', 'modules.dep']) {
-    try {
-      if (/(^|\/)dm-verity\.ko/m.test(fs.readFileSync(`${modules}/${f}`, 'utf8'))) return true;
-    } catch {
-      // not there
-    }
+  // Under the prefix, so start-up cleans it up should the daemon die right here.
+  const probe = `${DEVICE_PREFIX}probe-${process.pid}`;
+  try {
+    dmCreate(probe);
+  } catch {
+    return false;
   }
-  return false;
+  try {
+    dmLoadTable(probe, [{ start: 0, length: 8, type: 'verity', params: '' }], DM_READONLY_FLAG);
+  } catch {
+    // EINVAL from the target's constructor (no arguments), or no such target.
+  } finally {
+    removeQuietly(probe);
+  }
+  return dmTargetTypes().includes('verity');
 }
 
 export interface VerityDevice {

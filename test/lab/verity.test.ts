@@ -4,7 +4,8 @@
 // mounted (/sys/block/dm-*/dm/name); a caller that rewrites its image after MountImage gets EIO
 // for the blocks it changed while another caller with its own copy of the same image reads on;
 // devices and loop devices go with the last mount, survive a SIGKILL of mntfsd for as long as a
-// caller's mount needs them, and stale ones are removed at start-up.
+// caller's mount needs them, and stale ones are removed at start-up; a verity target that is not
+// loaded yet is loaded by the kernel on demand.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -159,6 +160,15 @@ function dmNames(): string[] {
     });
 }
 
+/** Waits for mntfsd's log (pino writes asynchronously) to show PATTERN. */
+async function logged(pattern: RegExp): Promise<void> {
+  try {
+    await waitFor(() => pattern.test(mntfsd.stderr()), String(pattern), 10_000);
+  } catch {
+    assert.fail(`mntfsd logged no ${pattern}: ${mntfsd.stderr().slice(-2000)}`);
+  }
+}
+
 const ourDevices = (): string[] => dmNames().filter((n) => n.startsWith(PREFIX));
 
 /** Loop devices whose backing file lies in this test's directory. */
@@ -213,9 +223,9 @@ after(async () => {
 });
 
 describe('mntfsd on kernel dm-verity', () => {
-  it('picks dm-verity by itself where device-mapper has the verity target', () => {
+  it('picks dm-verity by itself where device-mapper has the verity target', async () => {
     assert.ok(fs.existsSync('/dev/mapper/control'));
-    assert.match(mntfsd.stderr(), /"verity":"dm-verity".*"msg":"listening"|"msg":"listening".*"verity":"dm-verity"/, mntfsd.stderr().slice(0, 2000));
+    await logged(/"verity":"dm-verity".*"msg":"listening"|"msg":"listening".*"verity":"dm-verity"/);
   });
 
   for (const kind of ['squashfs', 'ext4', 'erofs'] as const) {
@@ -230,7 +240,7 @@ describe('mntfsd on kernel dm-verity', () => {
         const devices = ourDevices();
         assert.ok(devices.length >= 1, JSON.stringify(dmNames()));
         assert.ok(devices.every((n) => /^mountgate-verity-[0-9a-f]{64}-\d+$/.test(n)), devices.join());
-        assert.match(mntfsd.stderr(), /dm-verity device set up/);
+        await logged(/dm-verity device set up/);
         // Their tables are the verity target over two loop devices (dmsetup: DM_TABLE_STATUS).
         for (const name of devices) {
           const table = execFileSync('dmsetup', ['table', name], { encoding: 'utf8' });
@@ -322,7 +332,7 @@ describe('mntfsd on kernel dm-verity', () => {
       await waitFor(() => !ourLoops().includes(path.basename(staleLoop)), 'its loop device to go', 10_000);
       assert.ok(dmNames().includes(other), 'a device of somebody else stays');
       assert.ok(ourLoops().includes(path.basename(otherLoop)), 'and so does its loop device');
-      assert.match(mntfsd.stderr(), /removed stale dm-verity devices/);
+      await logged(/removed stale dm-verity devices/);
     } finally {
       if (dmNames().includes(stale)) dmsetup('remove', stale);
       if (dmNames().includes(other)) dmsetup('remove', other);
@@ -338,6 +348,22 @@ describe('mntfsd on kernel dm-verity', () => {
     await c.exit();
     assert.equal(c.result.error, undefined, JSON.stringify(c.result));
     assert.ok(ourDevices().length >= 1, 'the cached base mount holds its device');
+    await mntfsd.stop();
+    await waitFor(() => ourDevices().length === 0 && ourLoops().length === 0, 'devices and loops to go', 10_000);
+  });
+
+  it('with the verity target not loaded, mntfsd has the kernel load it and still picks dm-verity', async () => {
+    execFileSync('rmmod', ['dm_verity']);
+    assert.equal(fs.existsSync('/sys/module/dm_verity'), false);
+    fs.rmSync(msock, { force: true });
+    mntfsd = await startMntfsd();
+    await logged(/"verity":"dm-verity"/);
+    assert.ok(fs.existsSync('/sys/module/dm_verity'));
+    assert.deepEqual(ourDevices(), [], 'the probe device is gone');
+    const c = await caller(images.erofs);
+    await c.exit();
+    assert.equal(c.result.error, undefined, JSON.stringify(c.result));
+    assert.equal(c.result.fileSystemType, 'erofs');
     await mntfsd.stop();
     await waitFor(() => ourDevices().length === 0 && ourLoops().length === 0, 'devices and loops to go', 10_000);
   });
