@@ -84,12 +84,23 @@ const fn = {
   ringEpollFd: lib.func('int ring_buffer__epoll_fd(void *rb)'),
   ringConsume: lib.func('int ring_buffer__consume(void *rb)'),
   ringFree: lib.func('void ring_buffer__free(void *rb)'),
+  nextProgram: lib.func('void *bpf_object__next_program(void *obj, void *prev)'),
+  programSection: lib.func('const char *bpf_program__section_name(void *prog)'),
   loadVmlinuxBtf: lib.func('void *btf__load_vmlinux_btf(void)'),
   btfFind: lib.func('int btf__find_by_name_kind(void *btf, const char *name, uint32_t kind)'),
   btfFree: lib.func('void btf__free(void *btf)'),
 };
 
 const BTF_KIND_FUNC = 12;
+
+/** The SEC() names of the object's programs ("lsm/path_mkdir", "kprobe/free_user_ns", ...), in object order. */
+export function programSections(obj: BpfObject): string[] {
+  const sections: string[] = [];
+  for (let prog = fn.nextProgram(obj, null) as bigint | null; prog; prog = fn.nextProgram(obj, prog) as bigint | null) {
+    sections.push(fn.programSection(prog) as string);
+  }
+  return sections;
+}
 
 /**
  * Which of `names` the running kernel's BTF (/sys/kernel/btf/vmlinux) has as functions: what

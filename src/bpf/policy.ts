@@ -35,24 +35,24 @@ export const OBJECT_PATH = path.join(projectRoot, 'build', 'bpf', 'userns-restri
 
 const LSM_LIST = '/sys/kernel/security/lsm';
 const PROG_PREFIX = 'userns_restrict_';
-const LSM_PROGRAMS = [
-  'path_mkdir',
-  'path_mknod',
-  'path_symlink',
-  'path_link',
-  'path_chown',
-  'inode_mkdir',
-  'inode_create',
-  'inode_mknod',
-  'inode_symlink',
-  'inode_link',
-  'inode_set_acl',
-  'inode_setxattr',
-  'sb_kern_mount',
-  'task_fix_setgroups',
-] as const;
-/** Death probes, preferred first (retire_userns_sysctls sees every namespace of a freed chain). */
-const DEATH_PROBES = ['retire_userns_sysctls', 'free_user_ns'] as const;
+/** The object's programs by what they attach to: LSM hooks, and death probes in order of preference
+ * (the object lists retire_userns_sysctls, which sees every namespace of a freed chain, first). */
+interface ObjectPrograms {
+  lsm: string[];
+  probes: string[];
+}
+
+/** Read from the object itself (each program's SEC()), so the list never drifts from the C. */
+export function objectPrograms(): ObjectPrograms {
+  const obj = bpf.openObject(OBJECT_PATH);
+  try {
+    const sections = bpf.programSections(obj);
+    const of = (kind: string): string[] => sections.filter((s) => s.startsWith(`${kind}/`)).map((s) => s.slice(kind.length + 1));
+    return { lsm: of('lsm'), probes: of('kprobe') };
+  } finally {
+    bpf.closeObject(obj);
+  }
+}
 /** Pin name -> map name in the object. */
 const MAPS = {
   managed: 'userns_managed',
@@ -119,19 +119,19 @@ function pinsAt(dir: string): Pins {
  * the missing hooks named, rather than a policy with a silent hole. The death probe has a
  * fallback: retire_userns_sysctls (needs CONFIG_SYSCTL), else free_user_ns.
  */
-function expectedPrograms(): string[] {
+function expectedPrograms({ lsm, probes }: ObjectPrograms): string[] {
   // Each LSM hook has a BPF attachment point, the function bpf_lsm_<hook> (kernel/bpf/bpf_lsm.c).
-  const present = bpf.kernelBtfFunctions(LSM_PROGRAMS.map((hook) => `bpf_lsm_${hook}`));
-  const missing = LSM_PROGRAMS.filter((hook) => !present.has(`bpf_lsm_${hook}`));
+  const present = bpf.kernelBtfFunctions(lsm.map((hook) => `bpf_lsm_${hook}`));
+  const missing = lsm.filter((hook) => !present.has(`bpf_lsm_${hook}`));
   if (missing.length > 0) throw new Error(`kernel lacks the LSM hook(s) ${missing.join(', ')}`);
-  const functions = bpf.kernelBtfFunctions(DEATH_PROBES);
-  const probe = DEATH_PROBES.find((p) => functions.has(p));
-  if (!probe) throw new Error(`kernel has none of ${DEATH_PROBES.join(', ')}`);
-  return [...LSM_PROGRAMS, probe];
+  const functions = bpf.kernelBtfFunctions(probes);
+  const probe = probes.find((p) => functions.has(p));
+  if (!probe) throw new Error(`kernel has none of ${probes.join(', ')}`);
+  return [...lsm, probe];
 }
 
 /** Loads the object against the pinned maps (creating and pinning missing ones), attaches and pins. */
-function loadAndAttach(pins: Pins, programs: string[], maxNamespaces: number, digest: Buffer): void {
+function loadAndAttach(pins: Pins, all: ObjectPrograms, programs: string[], maxNamespaces: number, digest: Buffer): void {
   const obj = bpf.openObject(OBJECT_PATH);
   const links: bpf.BpfLink[] = [];
   try {
@@ -150,7 +150,7 @@ function loadAndAttach(pins: Pins, programs: string[], maxNamespaces: number, di
         created.push(pin);
       }
     }
-    for (const probe of DEATH_PROBES) {
+    for (const probe of all.probes) {
       bpf.setAutoload(bpf.findProgram(obj, PROG_PREFIX + probe), programs.includes(probe));
     }
     bpf.resetLog();
@@ -167,7 +167,7 @@ function loadAndAttach(pins: Pins, programs: string[], maxNamespaces: number, di
 
     for (const name of programs) {
       const prog = bpf.findProgram(obj, PROG_PREFIX + name);
-      const link = (DEATH_PROBES as readonly string[]).includes(name) ? bpf.attachKprobe(prog, name) : bpf.attach(prog, name);
+      const link = all.probes.includes(name) ? bpf.attachKprobe(prog, name) : bpf.attach(prog, name);
       links.push(link);
       const staging = pins.link(`${name}_new`);
       fs.rmSync(staging, { force: true });
@@ -238,9 +238,10 @@ export class UsernsPolicy {
     const existed = fs.existsSync(pins.dir);
     let programs: string[] = [];
     try {
-      programs = expectedPrograms();
+      const all = objectPrograms();
+      programs = expectedPrograms(all);
       const current = readMeta(pins.map('meta'))?.equals(digest) && programs.every((p) => fs.existsSync(pins.link(p)));
-      if (!current) loadAndAttach(pins, programs, maxNamespaces, digest);
+      if (!current) loadAndAttach(pins, all, programs, maxNamespaces, digest);
       return new UsernsPolicy(pins, true, programs, UsernsPolicy.openMaps(pins));
     } catch (err) {
       // A fresh install that failed leaves nothing behind; a failed upgrade keeps the old policy.

@@ -20,11 +20,11 @@ import { ATTACKS, TRANSIENT_BASE, ext4Disk, inNs, inodesUnder, mappingNs, onHost
 import type { Disk, Scratch, TransientNs } from './harness.js';
 
 const PIN_DIR = `/sys/fs/bpf/mountgate-test-${process.pid}`;
-/** Every program the object has, by hook (the death probe this kernel has last). */
+/** Every program the object has, by hook, in the object's order (the death probe this kernel has comes last). */
 const HOOKS = [
-  'path_mkdir', 'path_mknod', 'path_symlink', 'path_link', 'path_chown',
+  'path_mkdir', 'path_mknod', 'path_symlink', 'path_link',
   'inode_mkdir', 'inode_create', 'inode_mknod', 'inode_symlink', 'inode_link',
-  'inode_set_acl', 'inode_setxattr', 'sb_kern_mount', 'task_fix_setgroups',
+  'path_chown', 'inode_set_acl', 'inode_setxattr', 'sb_kern_mount', 'task_fix_setgroups',
 ];
 /** How long a death event may take (issue: within 1 s of the namespace's death). */
 const DEATH_DEADLINE_MS = 1000;
