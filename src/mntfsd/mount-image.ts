@@ -235,7 +235,7 @@ async function mountSelected(
       const m =
         protection === 'unprotected'
           ? mountUnprotected(imageFd, partition, readOnly, usernsFd)
-          : await mountVerified(cfg, imageFd, partition, protection, usernsFd);
+          : await mountVerified(cfg, imageFd, partition, protection, usernsFd, ctx.peer.uid);
       mounted.push({ partition, ...m });
       if (usernsFd !== null && cfg.registerMount) await cfg.registerMount(usernsFd, m.fd);
       if (ctx.disconnected) throw new Error('client disconnected');
@@ -264,6 +264,7 @@ async function mountVerified(
   p: DissectedPartition,
   protection: Protection,
   usernsFd: number | null,
+  peerUid: number,
 ): Promise<{ fd: number; fileSystemType: string }> {
   const verity = p.verity!;
   if (protection === 'signed') {
@@ -275,8 +276,10 @@ async function mountVerified(
   const data = { offset: p.offset, size: p.size };
   const hash = { offset: verity.hash.offset, size: verity.hash.size };
   const rootHash = verity.rootHash;
+  const others = cfg.verity === 'dm-verity' && othersMayWrite(imageFd, peerUid);
+  if (others) cfg.log.info({ rootHash, verity: 'copy', why: others }, 'image writable by others than root and the caller: verified copy instead of dm-verity');
   const { mount, cached } =
-    cfg.verity === 'dm-verity'
+    cfg.verity === 'dm-verity' && !others
       ? await cfg.cache.getOrCreate(sharedDeviceKey(imageFd, rootHash, data, hash), async () => mountDmVerity(cfg, imageFd, p, data, hash, rootHash))
       : await cfg.cache.getOrCreate(rootHash, async () => {
           const copy = await verifyPartition(imageFd, data, hash, Buffer.from(rootHash, 'hex'));
@@ -300,7 +303,9 @@ async function mountVerified(
  * by root hash alone would hand that power over everybody's mounts of the image to whichever
  * tenant mounted it first (systemd's veritySharing names devices by root hash only). Sharing by
  * file gives nobody a power they lack: any device over that file, shared or not, reads the
- * same bytes. The key cannot outlive the file's identity: the cached device's loop holds the
+ * same bytes, and othersMayWrite() already keeps callers off files that anyone but root or
+ * themselves can write, so devices are shared across callers only over files root alone
+ * controls. The key cannot outlive the file's identity: the cached device's loop holds the
  * file open, so its inode number cannot be reused meanwhile. The verified copy needs no such
  * rule: its bytes are private and can no longer change, so it is shared by root hash.
  */
@@ -308,6 +313,27 @@ function sharedDeviceKey(imageFd: number, rootHash: string, data: Extent, hash: 
   const st = fs.fstatSync(imageFd, { bigint: true });
   const file = st.isBlockDevice() ? `b${st.rdev}` : `f${st.dev}:${st.ino}`;
   return `${rootHash}/${file}/${data.offset}+${data.size}/${hash.offset}+${hash.size}`;
+}
+
+// File systems whose files can change by the hand of someone this host's ownership and modes
+// do not describe: a FUSE server, other NFS/SMB/9p/Ceph/AFS clients.
+const SHARED_FILE_SYSTEMS = new Set([0x65735546, 0x6969, 0xff534d42, 0xfe534d42, 0x01021997, 0x00c36400, 0x6b414653]);
+
+/**
+ * Why a dm-verity device over this image would answer to someone other than root and the caller,
+ * or false. A verity device reads the image for as long as it lives: whoever can write the
+ * file can make the caller's unread blocks fail (EIO). That is the caller's own business for
+ * its own file (or root's), but a file another user can write would put the caller's mounts
+ * at that user's mercy, so such an image gets the verified copy, whose bytes nobody can change.
+ * Group write covers POSIX ACLs too: with an ACL the group bits are its mask, which bounds
+ * every named entry (acl(5)).
+ */
+function othersMayWrite(imageFd: number, peerUid: number): string | false {
+  const st = fs.fstatSync(imageFd);
+  if (st.uid !== 0 && st.uid !== peerUid) return `owned by uid ${st.uid}`;
+  if ((st.mode & 0o022) !== 0) return `mode ${(st.mode & 0o7777).toString(8)}`;
+  if (st.isFile() && SHARED_FILE_SYSTEMS.has(statfsType(imageFd))) return 'on a shared or user-space file system';
+  return false;
 }
 
 /** The root hash is trusted by now; the kernel checks every block read against it. */

@@ -4,7 +4,8 @@
 // mounted (/sys/block/dm-*/dm/name); a caller that rewrites its image after MountImage gets EIO
 // for the blocks it changed while another caller with its own copy of the same image reads on;
 // devices and loop devices go with the last mount, survive a SIGKILL of mntfsd for as long as a
-// caller's mount needs them, and stale ones are removed at start-up; a verity target that is not
+// caller's mount needs them, and stale ones are removed at start-up; an image another user can
+// rewrite gets a verified copy instead; a verity target that is not
 // loaded yet is loaded by the kernel on demand.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -282,6 +283,30 @@ describe('mntfsd on kernel dm-verity', () => {
       assert.deepEqual(await b.send('read etc/user-file'), { sha256: sha256(path.join(sampleTree(), 'etc/user-file')) });
     } finally {
       await Promise.all([a.exit(), b.exit()]);
+    }
+  });
+
+  it("another user's image, which its owner can still rewrite, is served from a verified copy: the owner's rewrite changes nothing", async () => {
+    const bulk = sha256(path.join(sampleTree(), 'usr/lib/bulk'));
+    const theirs = copyOf(images.squashfs, 'owned-by-1001.raw', 1001);
+    const devices = ourDevices();
+    const c = await caller(theirs);
+    try {
+      assert.equal(c.result.error, undefined, JSON.stringify(c.result));
+      assert.deepEqual(ourDevices(), devices, 'no dm-verity device over a file uid 1001 can write');
+      await logged(/verified copy instead of dm-verity/);
+      // Its owner rewrites the data partition (root does it here, to the same effect).
+      const { start } = JSON.parse(execFileSync('sfdisk', ['-J', theirs], { encoding: 'utf8' })).partitiontable.partitions[0];
+      const fd = fs.openSync(theirs, 'r+');
+      try {
+        fs.writeSync(fd, Buffer.alloc(4 << 20, 0xa5), 0, 4 << 20, start * 512 + 4096);
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+      assert.deepEqual(await c.send('read usr/lib/bulk'), { sha256: bulk });
+    } finally {
+      await c.exit();
     }
   });
 
