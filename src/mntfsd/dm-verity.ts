@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { isSysError } from '../sys/errors.js';
 import { dmAvailable, dmCreate, dmDevicePath, dmListDevices, dmLoadTable, dmRemove, dmResume, dmSlaves, dmTargetTypes, DM_READONLY_FLAG, type DmDevice } from '../sys/dm.js';
+import { addUserKey, invalidateKey } from '../sys/keyring.js';
 import { attachLoop, loopClearFd, type LoopDevice } from '../sys/loop.js';
 import { detectFileSystem } from './ddi/dissect.js';
 import { incompatible, verityFailure } from './errors.js';
@@ -106,7 +107,7 @@ function createNamed(rootHash: string): DmDevice {
  * On failure nothing is left: the device is removed, and the loop devices, autoclear, go with
  * the last close of their fds.
  */
-export function setupVerityDevice(imageFd: number, data: Extent, hash: Extent, rootHash: string, log?: Logger): VerityDevice {
+export function setupVerityDevice(imageFd: number, data: Extent, hash: Extent, rootHash: string, log?: Logger, signature?: Buffer): VerityDevice {
   if (!/^[0-9a-f]{64}$/.test(rootHash)) throw verityFailure('root hash must be 32 bytes of lowercase hex');
   const layout = readVerityLayout(imageFd, data, hash);
   if (layout.superblock.dataBlockSize < SECTOR) throw incompatible('Verity data block size below 512 bytes');
@@ -119,8 +120,10 @@ export function setupVerityDevice(imageFd: number, data: Extent, hash: Extent, r
     loops.push(attachLoop(imageFd, { offset: hash.offset, size: hash.size, readOnly: true, autoclear: true }));
     dev = createNamed(rootHash);
     const table = verityTable(layout, majorMinor(loops[0]!.fd), majorMinor(loops[1]!.fd), rootHash);
-    // Read-only table: the loops are read-only, and the device never writes.
-    dmLoadTable(dev.name, [{ start: 0, length: layout.dataBytes / SECTOR, type: 'verity', params: table }], DM_READONLY_FLAG);
+    const load = (params: string): void =>
+      // Read-only table: the loops are read-only, and the device never writes.
+      dmLoadTable(dev!.name, [{ start: 0, length: layout.dataBytes / SECTOR, type: 'verity', params }], DM_READONLY_FLAG);
+    if (!(signature && loadSigned(dev.name, table, rootHash, signature, load, log))) load(table);
     dmResume(dev.name);
   } catch (err) {
     if (dev) removeQuietly(dev.name, log);
@@ -145,6 +148,31 @@ export function setupVerityDevice(imageFd: number, data: Extent, hash: Extent, r
   } catch (err) {
     removeQuietly(name, log);
     throw err;
+  }
+}
+
+/**
+ * Lets the kernel check the signature as well, where it can: the PKCS#7 signature goes into a
+ * `user` key named on the table (root_hash_sig_key_desc, verity.rst), and the kernel verifies it
+ * against its own trusted keyrings (CONFIG_DM_VERITY_VERIFY_ROOTHASH_SIG). The certificates in
+ * verity.d are mntfsd's, not the kernel's, so this usually fails (EKEYREJECTED, ENOKEY, EINVAL
+ * without the option): trust was already decided in userspace, and the table is then loaded
+ * without it, as systemd's do_crypt_activate_verity() falls back to crypt_activate_by_volume_key().
+ */
+function loadSigned(name: string, table: string, rootHash: string, signature: Buffer, load: (params: string) => void, log?: Logger): boolean {
+  const description = `mountgate:verity:${rootHash}:${process.pid}`;
+  let key: number | null = null;
+  try {
+    key = addUserKey(description, signature);
+    load(`${table} 2 root_hash_sig_key_desc ${description}`);
+    log?.info({ device: name }, 'the kernel checked the root hash signature too');
+    return true;
+  } catch (err) {
+    log?.info({ device: name, code: (err as { code?: unknown }).code }, 'the kernel could not check the root hash signature (verified in userspace)');
+    return false;
+  } finally {
+    // The verity target reads the key while the table is loaded, not later.
+    if (key !== null) invalidateKey(key);
   }
 }
 

@@ -267,11 +267,14 @@ async function mountVerified(
   peerUid: number,
 ): Promise<{ fd: number; fileSystemType: string }> {
   const verity = p.verity!;
+  /** DER PKCS#7, once verified here: dm-verity gets it too (dm-verity.ts loadSigned()). */
+  let signature: Buffer | undefined;
   if (protection === 'signed') {
     const { loadTrustedCertificates, readVeritySignature, verifyVeritySignature } = await loadSignature();
     const sig = readVeritySignature(imageFd, verity.signature!.offset, verity.signature!.size);
     const { certificates } = loadTrustedCertificates(cfg.certificateDirectories);
     await verifyVeritySignature(sig, { trusted: certificates, expectedRootHash: verity.rootHash });
+    signature = sig.signature;
   }
   const data = { offset: p.offset, size: p.size };
   const hash = { offset: verity.hash.offset, size: verity.hash.size };
@@ -280,7 +283,7 @@ async function mountVerified(
   if (others) cfg.log.info({ rootHash, verity: 'copy', why: others }, 'image writable by others than root and the caller: verified copy instead of dm-verity');
   const { mount, cached } =
     cfg.verity === 'dm-verity' && !others
-      ? await cfg.cache.getOrCreate(sharedDeviceKey(imageFd, rootHash, data, hash), async () => mountDmVerity(cfg, imageFd, p, data, hash, rootHash))
+      ? await cfg.cache.getOrCreate(sharedDeviceKey(imageFd, rootHash, data, hash), async () => mountDmVerity(cfg, imageFd, p, data, hash, rootHash, signature))
       : await cfg.cache.getOrCreate(rootHash, async () => {
           const copy = await verifyPartition(imageFd, data, hash, Buffer.from(rootHash, 'hex'));
           try {
@@ -337,8 +340,8 @@ function othersMayWrite(imageFd: number, peerUid: number): string | false {
 }
 
 /** The root hash is trusted by now; the kernel checks every block read against it. */
-function mountDmVerity(cfg: MountImageConfig, imageFd: number, p: DissectedPartition, data: Extent, hash: Extent, rootHash: string): CachedMount {
-  const dev = setupVerityDevice(imageFd, data, hash, rootHash, cfg.log);
+function mountDmVerity(cfg: MountImageConfig, imageFd: number, p: DissectedPartition, data: Extent, hash: Extent, rootHash: string, signature?: Buffer): CachedMount {
+  const dev = setupVerityDevice(imageFd, data, hash, rootHash, cfg.log, signature);
   let partition: PartitionMount;
   try {
     partition = mountBlockDevice(dev.devPath, { designator: p.designator, fileSystemType: dev.fileSystemType, readOnly: true });
