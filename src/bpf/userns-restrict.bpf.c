@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * BPF-LSM write policy for managed user namespaces (anchors §3.3, plus ACL and file-capability
- * hooks that upstream leaves open, §3.4).
+ * BPF-LSM write policy for managed user namespaces (after systemd's userns-restrict.bpf.c, plus
+ * ACL and file-capability hooks, which upstream leaves open: its FIXME says there is no
+ * path-based hook for xattrs and ACLs).
  *
  * A managed namespace holds a *transient* id range that will be handed to someone else after
  * it dies. It must not leave inodes, ACL entries or v3 file-capability root ids naming those

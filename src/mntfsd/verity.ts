@@ -1,7 +1,8 @@
 // Userspace dm-verity: checks a data area and its hash tree against a root hash, and hands
-// back daemon-private bytes that are exactly the ones that were checked (there is no
-// dm-verity in this kernel, so a file system must never read the caller's fd directly).
-// On-disk format: cryptsetup's superblock + hash tree, hash type 1 (anchors §6.6).
+// back daemon-private bytes that are exactly the ones that were checked (the fallback for
+// kernels without device-mapper: a file system must then never read the caller's fd directly).
+// On-disk format: cryptsetup's superblock + hash tree, hash type 1 (cryptsetup's
+// lib/verity/verity.c and verity_hash.c; the kernel's device-mapper/verity.rst).
 import fs from 'node:fs';
 import { native } from '../native/index.js';
 import { isSysError } from '../sys/errors.js';

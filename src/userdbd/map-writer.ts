@@ -1,6 +1,6 @@
-// Writing uid_map/gid_map of a namespace the daemon only has an fd for (anchors §2.6): a
-// single-threaded helper joins the namespace, and /proc/<helper>/{uid,gid}_map are written in
-// one write(2) each. The kernel requires the writer to sit in the target namespace or its
+// Writing uid_map/gid_map of a namespace the daemon only has an fd for (write_userns() in
+// systemd's nsresourcework.c): a single-threaded helper joins the namespace, and
+// /proc/<helper>/{uid,gid}_map are written in one write(2) each. The kernel requires the writer to sit in the target namespace or its
 // parent, so for a nested namespace the write is done by a process that joined the parent.
 import fs from 'node:fs';
 import { once } from 'node:events';

@@ -1,5 +1,6 @@
-// io.systemd.NamespaceResource (anchors §2): hands transient UID/GID ranges to empty user
-// namespaces passed in by their owners, registers initialized ones, and hands out cgroups.
+// io.systemd.NamespaceResource (after systemd's nsresourcework.c): hands transient UID/GID
+// ranges to empty user namespaces passed in by their owners, registers initialized ones, and
+// hands out cgroups.
 // The daemon never keeps a namespace fd past the call (that would keep it alive); it keeps the
 // inode and NS_GET_ID, learns deaths from the BPF policy and proves them with nsfs handles.
 import fs from 'node:fs';
@@ -445,7 +446,7 @@ function readMap(pid: number, file: 'uid_map' | 'gid_map'): string {
   return fs.readFileSync(`/proc/${pid}/${file}`, 'utf8').trim();
 }
 
-/** validate_userns_is_safe (anchors §2.2): one line each, uid and gid maps alike, starting at
+/** validate_userns_is_safe() in nsresourcework.c: one line each, uid and gid maps alike, starting at
  * the peer's own IDs, mapping to 0 inside when more than one ID is mapped. */
 function checkRegisterable(uidMap: string, gidMap: string, peer: { uid: number; gid: number }): void {
   const parse = (m: string): number[] | null => {

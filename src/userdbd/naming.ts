@@ -1,5 +1,6 @@
-// Namespace names (anchors §2.4): validation, the "<uid>-" prefix for unprivileged callers,
-// optional mangling, and the NSS names "ns-<name>-<offset>" of the allocated IDs.
+// Namespace names (systemd's userns_name_is_valid() and mangling in nsresourcework.c):
+// validation, the "<uid>-" prefix for unprivileged callers, optional mangling, and the NSS
+// names "ns-<name>-<offset>" of the allocated IDs.
 import { createHash } from 'node:crypto';
 
 const NAME_MAX = 255;

@@ -1,6 +1,7 @@
-// Choosing a transient range (anchors §2.5): candidates are what the parent user namespace maps
-// 1:1, clipped to the pool window and cut into size-aligned chunks; the first probe is derived
-// from the name, then random, at most 100 probes. Cost is independent of how many ranges are in
+// Choosing a transient range (allocate_one() in systemd's nsresourcework.c): candidates are
+// what the parent user namespace maps 1:1, clipped to the pool window and cut into
+// size-aligned chunks; the first probe is derived from the name, then random, at most 100
+// probes. Cost is independent of how many ranges are in
 // use: probes are O(1) lookups in the caller's index, never a scan of the registry.
 import fs from 'node:fs';
 import { randomInt } from 'node:crypto';

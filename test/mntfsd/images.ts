@@ -135,7 +135,7 @@ export interface HandPartition {
 const MIB = 1 << 20;
 const uuidOf = (hex: string): string => `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
 
-/** Partition UUIDs a Verity data/hash pair gets from its root hash (anchors §6.4). */
+/** Partition UUIDs a Verity data/hash pair gets from its root hash (UAPI.2 Discoverable Partitions Specification). */
 export function verityUuids(rootHash: string): { data: string; hash: string } {
   return { data: uuidOf(rootHash.slice(0, 32)), hash: uuidOf(rootHash.slice(32, 64)) };
 }

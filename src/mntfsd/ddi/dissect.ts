@@ -1,6 +1,7 @@
 // Dissects a Discoverable Disk Image (UAPI.3) or a bare file system image into the
 // partitions a container manager would mount, pairing data partitions with their Verity
-// hash and signature partitions by the UUIDs derived from the root hash (anchors §6.4).
+// hash and signature partitions by the UUIDs derived from the root hash (UAPI.2: the
+// partition UUIDs are the root hash's two halves).
 // Nothing here is trusted yet: file-system types are read from unverified bytes and are
 // informational; verify (verity.ts) and re-probe the verified copy before mounting.
 import { z } from '../../validation.js';

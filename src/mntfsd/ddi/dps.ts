@@ -1,4 +1,4 @@
-// Discoverable Partitions Specification: GPT type UUIDs and attribute flags (anchors §6.1, §6.2).
+// Discoverable Partitions Specification (UAPI.2): GPT type UUIDs and attribute flags.
 
 /** Designators as they appear in io.systemd.MountFileSystem's PartitionInfo. */
 export type Designator =
