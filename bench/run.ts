@@ -88,7 +88,9 @@ async function bpfFigure(log: (s: string) => void): Promise<Figure> {
   };
   if (code === 0 && ratio && attached && detached) {
     const pct = Number(ratio[2]);
-    return { ...base, result: `detached ${detached} ns, attached ${attached} ns: ${pct.toFixed(2)} %`, status: pct <= 3 ? 'met' : 'missed' };
+    const rounds = /per-round ratios: ([0-9. ]+)\)/.exec(out)?.[1];
+    const notes = rounds ? [`Per-round ratios (attached / detached, back to back): ${rounds}.`] : [];
+    return { ...base, result: `detached ${detached} ns, attached ${attached} ns: ${pct.toFixed(2)} %`, status: pct <= 3 ? 'met' : 'missed', notes };
   }
   return {
     ...base,
