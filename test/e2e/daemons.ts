@@ -128,8 +128,13 @@ export interface UserRun {
 
 /** Runs ARGV as uid 1000, asynchronously: a daemon this process serves must keep answering. */
 export function runAsUser(argv: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<UserRun> {
+  return runCollecting([...AS_USER, ...argv], opts);
+}
+
+/** Runs ARGV without blocking the event loop (60 s at most) and collects its output. */
+export function runCollecting(argv: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<UserRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(AS_USER[0], [...AS_USER.slice(1), ...argv], { ...opts, stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
+    const child = spawn(argv[0]!, argv.slice(1), { ...opts, stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { CONTAINER_SIZE, CONTAINER_WINDOW } from '../../src/userdbd/range-allocator.js';
-import { buildSignedImages, exited, REPO, startDaemon, stopDaemons, type SignedImages } from '../e2e/daemons.js';
+import { buildSignedImages, exited, REPO, runCollecting, startDaemon, stopDaemons, type SignedImages, type UserRun } from '../e2e/daemons.js';
 import { UserdbdAgent } from '../hostile/util.js';
 import { run } from '../mntfsd/images.js';
 import { waitFor } from '../sys/util.js';
@@ -67,18 +67,12 @@ let udevSocket = '';
 let udev: ChildProcess | undefined;
 let cgroups = 0;
 
-interface ClientRun {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /**
  * Runs ARGV inside the chroot as uid AS (enter.sh), with our daemons (`sockets`, default the
  * ones before() starts) at the systemd paths or, with `daemons: false`, with none: the
  * reference that a root client computes by itself. Each run gets a cgroup of its own.
  */
-function client(as: 0 | 1000, argv: string[], opts: { daemons?: boolean; sockets?: Sockets } = {}): Promise<ClientRun> {
+function client(as: 0 | 1000, argv: string[], opts: { daemons?: boolean; sockets?: Sockets } = {}): Promise<UserRun> {
   const daemons = opts.daemons ?? true;
   const sockets = opts.sockets ?? { userdbd: userdbdSocket, mntfsd: mntfsdSocket };
   const env: NodeJS.ProcessEnv = {
@@ -91,15 +85,7 @@ function client(as: 0 | 1000, argv: string[], opts: { daemons?: boolean; sockets
     UDEV_SOCKET: udevSocket,
     CGROUP: `mountgate-clients-${process.pid}-${cgroups++}`,
   };
-  return new Promise((resolve, reject) => {
-    const child = spawn(ENTER, [String(as), '--', ...argv], { env, stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    child.once('error', reject);
-    child.once('close', (status) => resolve({ status, stdout, stderr }));
-  });
+  return runCollecting([ENTER, String(as), '--', ...argv], { env });
 }
 
 /** Asserts a client exited 0 and returns its stdout. */
