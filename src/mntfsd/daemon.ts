@@ -11,6 +11,7 @@ import { sdNotify } from '../sys/notify.js';
 import { MNTFSD_STATUS_IDL, MOUNT_FILE_SYSTEM_IDL } from './interface.js';
 import { MountCache, type VerityBackend } from './mount-cache.js';
 import { cleanStaleVerityDevices, dmVerityAvailable } from './dm-verity.js';
+import { directoryHandlers } from './directory.js';
 import { mountImageHandler } from './mount-image.js';
 import { DEFAULT_VERITY_CERT_DIRECTORIES } from './verity-cert-directories.js';
 
@@ -26,6 +27,10 @@ export interface MntfsdOptions {
   trustedDirectories?: readonly string[];
   idleExitSeconds?: number;
   cacheSize?: number;
+  /** Root-only directory where verified copies that exceed copyMemoryBudget are kept. */
+  stateDir?: string;
+  /** Bytes of verified copies kept in memory before they go to stateDir. */
+  copyMemoryBudget?: number;
   /** 'auto' (default): dm-verity when the kernel has it, else the verified copy. */
   verity?: VerityBackend | 'auto';
 }
@@ -71,7 +76,7 @@ export function startMntfsd(opts: MntfsdOptions = {}): Mntfsd {
   const verity = chooseVerityBackend(opts.verity ?? 'auto', dm);
   // Whatever this instance uses: devices of a killed predecessor are ours to clean.
   if (dm) cleanStaleVerityDevices(log);
-  const cache = new MountCache(opts.cacheSize);
+  const cache = new MountCache(opts.cacheSize, { stateDir: opts.stateDir, memoryBudget: opts.copyMemoryBudget });
   const counters = { mountsHandedOut: 0 };
   const userdbd = opts.userdbd === undefined ? USERDBD_SOCKET : opts.userdbd;
   const idleMs = opts.idleExitSeconds ? opts.idleExitSeconds * 1000 : undefined;
@@ -87,8 +92,12 @@ export function startMntfsd(opts: MntfsdOptions = {}): Mntfsd {
   });
   server.addService({
     iface: parseInterface(MOUNT_FILE_SYSTEM_IDL),
-    // MountDirectory has no handler: the server answers MethodNotImplemented.
     handlers: {
+      ...directoryHandlers({
+        registerMount: userdbd === null ? undefined : (usernsFd, mountFd) => registerWithUserdbd(userdbd, usernsFd, mountFd),
+        counters,
+        log,
+      }),
       MountImage: mountImageHandler({
         certificateDirectories: opts.certificateDirectories ?? DEFAULT_VERITY_CERT_DIRECTORIES,
         trustedDirectories: opts.trustedDirectories ?? [],

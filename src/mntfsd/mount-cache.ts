@@ -16,6 +16,14 @@ export interface CachedMount {
   verity: VerityBackend;
 }
 
+/** Where verified copies may live (see verified-copy.ts). */
+export interface CopyStorageOptions {
+  /** Root-only directory for copies that do not fit memoryBudget; undefined: memory only. */
+  stateDir?: string;
+  /** Bytes of copies kept in memory. */
+  memoryBudget?: number;
+}
+
 export class MountCache {
   private readonly entries = new Map<string, CachedMount>();
   /** Verification in progress, so concurrent calls for one image verify it once. */
@@ -24,7 +32,10 @@ export class MountCache {
   /** Lookups served without verifying again, and verifications done. */
   readonly stats = { hits: 0, misses: 0 };
 
-  constructor(private readonly capacity = 32) {}
+  constructor(
+    private readonly capacity = 32,
+    readonly storage: CopyStorageOptions = {},
+  ) {}
 
   get size(): number {
     return this.entries.size;
