@@ -285,7 +285,7 @@ async function mountVerified(
     cfg.verity === 'dm-verity' && !others
       ? await cfg.cache.getOrCreate(sharedDeviceKey(imageFd, rootHash, data, hash), async () => mountDmVerity(cfg, imageFd, p, data, hash, rootHash, signature))
       : await cfg.cache.getOrCreate(rootHash, async () => {
-          const copy = await verifyPartition(imageFd, data, hash, Buffer.from(rootHash, 'hex'));
+          const copy = await verifyPartition(imageFd, data, hash, Buffer.from(rootHash, 'hex'), { storage: cfg.cache.storage });
           try {
             // Decide the driver from the verified bytes, not from what dissection read off the caller's fd.
             const fileSystemType = detectFileSystem(copy.fd, copy.offset, copy.size);

@@ -8,6 +8,7 @@ import { native } from '../native/index.js';
 import { isSysError } from '../sys/errors.js';
 import { F_SEAL_SHRINK, F_SEAL_WRITE, getSeals } from '../sys/memfd.js';
 import { createCopyTarget, type CopyTarget } from './verified-copy.js';
+import type { CopyStorageOptions } from './mount-cache.js';
 import { incompatible, verityFailure } from './errors.js';
 import { readAt } from './ddi/gpt.js';
 
@@ -120,6 +121,8 @@ export interface VerifyOptions {
   /** Copy unless the source is immutable (default). false: verify in place, return no fd. */
   copy?: boolean;
   onProgress?: (done: number, total: number) => void;
+  /** Where the copy may be kept (memory budget, state directory). */
+  storage?: CopyStorageOptions;
 }
 
 /** A memfd with write and shrink seals cannot change any more: no copy needed. */
