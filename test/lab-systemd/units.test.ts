@@ -1,20 +1,21 @@
 // The units under systemd as PID 1 (runs in the kernel lab's systemd boot: test/lab-systemd/run).
-// A Debian trixie host with systemd 257 installs the packed tarball as a user would
+// A Debian sid host with systemd 262 installs the packed tarball as a user would
 // (`npm install -g`), copies the shipped units to /etc/systemd/system and enables both sockets;
 // then, as uid 1000: socket activation answers AllocateUserRange and MountImage with every
-// hardening directive of the units in effect, systemd-nspawn --image= starts a container
-// (without machined registration, which 257 refuses to non-root callers: see below), a
-// SIGKILLed userdbd comes back by Restart= with its namespaces,
-// mntfsd exits when idle if a drop-in says so, and the journal holds the daemons' JSON logs.
-// Runs as root in the guest with trixie's own node (this file is bundled by the launcher).
+// hardening directive of the units in effect, systemd-nspawn --image= starts a container, also
+// from the user's own manager with the machine registered in machined, a SIGKILLed userdbd
+// comes back by Restart= with its namespaces, mntfsd exits when idle if a drop-in says so, and
+// the journal holds the daemons' JSON logs.
+// Runs as root in the guest with sid's own node (this file is bundled by the launcher).
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { CONTAINER_SIZE, CONTAINER_WINDOW } from '../../src/userdbd/range-allocator.js';
 
-const TARBALL = path.resolve(process.env.MOUNTGATE_LAB_TARBALL ?? 'mountgate.tgz');
+/** This checkout, read-only through the lab's view of the host (test/lab-systemd/run). */
+const CHECKOUT = path.join(process.env.LAB_HOST ?? '/run/lab/host', process.env.MOUNTGATE_LAB_CHECKOUT ?? '/nonexistent');
 const PREFIX = '/usr'; // where the units' ExecStart= looks (Debian's npm defaults to /usr/local)
 const PACKAGE = `${PREFIX}/lib/node_modules/mountgate`;
 const USERDBD = 'mountgate-userdbd.service';
@@ -35,15 +36,15 @@ interface Run {
   stderr: string;
 }
 
-function run(argv: string[], timeout = 120_000): Run {
-  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout, stdio: ['ignore', 'pipe', 'pipe'] });
+function run(argv: string[], timeout = 120_000, cwd?: string): Run {
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** ARGV's stdout; fails the test with its stderr unless it exits 0. */
-function ok(argv: string[], timeout?: number): string {
-  const r = run(argv, timeout);
+function ok(argv: string[], timeout?: number, cwd?: string): string {
+  const r = run(argv, timeout, cwd);
   assert.equal(r.status, 0, `${argv.join(' ')} exited ${r.status}:\n${r.stderr.slice(-3000)}${r.stdout.slice(-1000)}`);
   return r.stdout;
 }
@@ -77,6 +78,16 @@ function assertTransientRoot(out: string): void {
   assert.equal(`${hello}\n`, HELLO);
 }
 
+/** The shell blocks of the README's "Install on a host", as a reader copies them. */
+function readmeInstallBlocks(): string[] {
+  const readme = fs.readFileSync(path.join(CHECKOUT, 'README.md'), 'utf8');
+  const section = readme.split(/^## /m).find((part) => part.startsWith('Install on a host\n'));
+  assert.ok(section, 'README.md has an "Install on a host" section');
+  const blocks = [...section.matchAll(/^```sh\n([\s\S]*?)^```$/gm)].map((m) => m[1]!);
+  assert.equal(blocks.length, 2, 'the section has two shell blocks: install, then first container');
+  return blocks;
+}
+
 /** The unit's daemon's own output in the journal (not PID 1's lines about it). */
 function journal(unit: string): string[] {
   ok(['journalctl', '--sync']);
@@ -90,10 +101,17 @@ before(async () => {
   const failed = ok(['systemctl', '--failed', '--no-legend', '--plain']).trim();
   if (failed) console.log(`# failed units at boot: ${failed.replace(/\n/g, '; ')}`);
 
-  // The package as a host gets it: the tarball, installed offline (its dependencies travel in it).
-  ok(['npm', 'install', '-g', `--prefix=${PREFIX}`, '--offline', '--no-audit', '--no-fund', '--loglevel=error', TARBALL], 600_000);
+  // The package as a host gets it: the README's install block, run as written, in a writable
+  // view of this checkout (npm pack writes its tarball there; the guest has no network).
+  fs.mkdirSync('/root/overlay', { recursive: true });
+  ok(['mount', '-t', 'tmpfs', 'tmpfs', '/root/overlay']);
+  for (const d of ['upper', 'work', 'checkout']) fs.mkdirSync(`/root/overlay/${d}`);
+  ok(['mount', '-t', 'overlay', '-o', `lowerdir=${CHECKOUT},upperdir=/root/overlay/upper,workdir=/root/overlay/work`, 'overlay', '/root/overlay/checkout']);
+  const [install] = readmeInstallBlocks();
+  ok(['bash', '-euxo', 'pipefail', '-c', install!], 600_000, '/root/overlay/checkout');
   assert.equal(fs.realpathSync(`${PREFIX}/bin/mountgate`), `${PACKAGE}/dist/bundle/main.mjs`);
-  for (const f of [...SOCKETS, USERDBD, MNTFSD]) fs.copyFileSync(`${PACKAGE}/units/${f}`, `/etc/systemd/system/${f}`);
+  for (const f of [...SOCKETS, USERDBD, MNTFSD]) assert.ok(fs.existsSync(`/etc/systemd/system/${f}`), f);
+  for (const sock of SOCKETS) assert.equal(show(sock, 'UnitFileState'), 'enabled', sock);
 
   // A signing key whose certificate the host trusts, and a signed image of a busybox tree that
   // uid 1000 owns (nspawn puts its lock file beside the image).
@@ -114,8 +132,6 @@ before(async () => {
   fs.chownSync(IMAGES, 1000, 1000);
   fs.chmodSync(IMAGE, 0o644);
 
-  ok(['systemctl', 'daemon-reload']);
-  ok(['systemctl', 'enable', '--now', ...SOCKETS]);
 });
 
 // MOUNTGATE_LAB_DIAG=1: the daemons' journal and the policy status after the run, to debug a failure.
@@ -135,6 +151,28 @@ test('sockets enabled and listening at the systemd paths; no daemon runs before 
   assert.ok(fs.statSync('/run/systemd/io.systemd.MountFileSystem').isSocket());
   assert.equal(fs.readlinkSync('/run/systemd/userdb/io.systemd.NamespaceResource'), '/run/systemd/io.systemd.NamespaceResource');
   for (const u of [USERDBD, MNTFSD]) assert.equal(show(u, 'ActiveState'), 'inactive', u);
+});
+
+test('README "Install on a host", second block as written: trust a key, build a signed image, run it as alice', () => {
+  const [, first] = readmeInstallBlocks();
+  const [asRoot, asAlice] = first!.split(/^# as alice:$/m);
+  assert.ok(asRoot && asAlice, 'the block says which lines run "as alice"');
+  ok(['useradd', '-m', '-s', '/bin/sh', 'alice']);
+  // What the reader brings: an OS tree in rootfs/ (here busybox's).
+  const work = '/root/readme';
+  const tree = path.join(work, 'rootfs');
+  for (const d of ['bin', 'dev', 'proc', 'sys', 'run', 'tmp', 'etc', 'usr/lib', 'var']) fs.mkdirSync(path.join(tree, d), { recursive: true, mode: 0o755 });
+  fs.copyFileSync('/bin/busybox', path.join(tree, 'bin/busybox'));
+  fs.chmodSync(path.join(tree, 'bin/busybox'), 0o755);
+  for (const a of APPLETS) fs.symlinkSync('busybox', path.join(tree, 'bin', a));
+  ok(['bash', '-euxo', 'pipefail', '-c', asRoot], 300_000, work);
+  const out = ok(['setpriv', '--reuid=alice', '--regid=alice', '--init-groups', '--inh-caps=-all', '--', 'env', '-i', 'PATH=/usr/bin:/bin', 'HOME=/home/alice',
+    'bash', '-euo', 'pipefail', '-c', `cd && ${asAlice.trim()}`], 300_000);
+  const [uid, map] = out.trim().split('\n');
+  assert.equal(uid, '0', out);
+  const [inside, outside, count] = map!.trim().split(/\s+/).map(Number);
+  assert.deepEqual([inside, count], [0, CONTAINER_SIZE], map);
+  assert.ok(outside! >= CONTAINER_WINDOW.min && outside! <= CONTAINER_WINDOW.max, map);
 });
 
 test('uid 1000: `mountgate run` gets a transient range (AllocateUserRange) and the signed image (MountImage) from the socket-activated daemons', () => {
@@ -176,12 +214,9 @@ test('the shipped units run unchanged, and their hardening is in effect in the r
 });
 
 /*
- * --register=no: systemd 257 does not let an unprivileged caller register a machine. Its D-Bus
- * policy gives RegisterMachine* to root only (dbus-daemon: "Rejected send message ...
- * RegisterMachineWithNetwork"), and with that granted machined 257 still answers "Access
- * denied" before asking polkit (tried in this lab). Registration of an unprivileged caller's
- * machine comes with systemd 258 (polkit action "register-machine"). Everything mountgate
- * serves (AllocateUserRange, MountImage, AddControlGroupToUserNamespace) happens either way.
+ * --register=no --keep-unit: here nspawn runs in a system service of uid 1000's, with no user
+ * manager to make its scope or session for polkit to judge; the next test runs it the way a
+ * logged-in user does, registered.
  */
 const NSPAWN = ['systemd-nspawn', '-q', '--register=no', '--keep-unit', '--console=pipe', '--timezone=off'];
 
@@ -196,6 +231,52 @@ test('uid 1000: systemd-nspawn --image= starts a container from the signed image
   // nspawn handed its delegated cgroup to the range: userdbd's unit has the capabilities for it.
   const calls = journal(USERDBD).map((l) => JSON.parse(l) as Record<string, unknown>);
   assert.ok(calls.some((r) => r.method === 'io.systemd.NamespaceResource.AddControlGroupToUserNamespace' && r.uid === 1000 && r.error === undefined), 'AddControlGroupToUserNamespace from uid 1000 succeeded');
+});
+
+test('uid 1000: systemd-nspawn --image= from the user\'s own manager, with the machine registered in machined', async () => {
+  // Stand-in, as in upstream's own unprivileged nspawn tests (TEST-13-NSPAWN): polkit grants
+  // org.freedesktop.machine1.register-machine to active local sessions only, and the test user
+  // has a lingering manager, not a session on a console.
+  fs.mkdirSync('/etc/polkit-1/rules.d', { recursive: true });
+  fs.writeFileSync(
+    '/etc/polkit-1/rules.d/50-mglab-register-machine.rules',
+    'polkit.addRule(function(action, subject) {\n  if (action.id == "org.freedesktop.machine1.register-machine" && subject.user == "tester") return polkit.Result.YES;\n});\n',
+  );
+  ok(['loginctl', 'enable-linger', 'tester']);
+  await waitFor('tester\'s user manager', () => run(['systemctl', 'is-active', 'user@1000.service']).stdout.trim() === 'active', 120);
+  // No --register=no, no --keep-unit: nspawn makes its scope in the user's manager and
+  // registers the machine with the system's machined.
+  const nspawn = spawn('systemd-run', [
+    '--user', '--machine=tester@', '--wait', '--pipe', '--quiet', '--collect', '--',
+    'systemd-nspawn', '-q', '--console=pipe', '--timezone=off', '--machine=mglab', `--image=${IMAGE}`,
+    '/bin/sh', '-c', 'id -u; cat /proc/self/uid_map; cat /etc/hello; sleep 20',
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  nspawn.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  nspawn.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const exit = new Promise<number | null>((resolve) => nspawn.once('exit', (code) => resolve(code)));
+  try {
+    const machine = await waitFor('the machine registered', () => {
+      const r = run(['machinectl', 'show', 'mglab', '--property=Class', '--property=Leader', '--property=State']);
+      return r.status === 0 ? r.stdout : undefined;
+    }, 180);
+    assert.match(machine, /^Class=container$/m, machine);
+    const leader = Number(/^Leader=(\d+)$/m.exec(machine)?.[1]);
+    assert.ok(leader > 0, machine);
+    // The registered leader is the container's init, in a transient range userdbd handed out.
+    const map = fs.readFileSync(`/proc/${leader}/uid_map`, 'utf8').trim().split(/\s+/).map(Number);
+    assert.deepEqual([map[0], map[2]], [0, CONTAINER_SIZE], String(map));
+    assert.ok(map[1]! >= CONTAINER_WINDOW.min && map[1]! <= CONTAINER_WINDOW.max, String(map));
+    const status = ok(['machinectl', 'status', 'mglab', '--no-pager']);
+    assert.match(status, /UID: 1000\b/, status);
+  } finally {
+    const code = await Promise.race([exit, sleep(60_000).then(() => 'timeout' as const)]);
+    if (code === 'timeout') nspawn.kill('SIGKILL');
+    assert.equal(code, 0, `nspawn: ${stderr.slice(-3000)}`);
+  }
+  assertTransientRoot(stdout);
+  await waitFor('the machine gone', () => run(['machinectl', 'show', 'mglab']).status !== 0, 60);
 });
 
 test('systemctl kill -s KILL mountgate-userdbd.service: Restart= brings it back, still holding the namespace; its death then frees the range', async () => {
