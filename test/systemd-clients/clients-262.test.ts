@@ -11,7 +11,8 @@ import { assertTransientRoot, HELLO, inChroot, listTree, PAYLOAD, sha256, startC
 
 let h: ClientHarness;
 before(async () => {
-  h = await startClientHarness('sid');
+  // varlinkctl and unshare in the image: a nested caller inside the container.
+  h = await startClientHarness('sid', ['/usr/bin/varlinkctl', '/usr/bin/unshare']);
 });
 after(async () => {
   await h?.close();
@@ -70,4 +71,22 @@ test('varlinkctl --push-fd: AllocateUserRange, then MountImage for that namespac
   assert.ok(outside! >= CONTAINER_WINDOW.min && outside! <= CONTAINER_WINDOW.max, map);
   assert.match(out, /"designator"\s*:\s*"root"/);
   assert.match(out, /LISTEN_FDS=1\b/);
+});
+
+test('systemd-nspawn --private-users-delegate=1: a caller inside the container gets a nested range from a delegated one', async () => {
+  // The socket bound into the container, as the guide's nested callers have it.
+  const out = await h.ok(1000, [
+    ...NSPAWN, '--private-users=managed', '--private-users-delegate=1', `--bind-ro=${NR}`, `--image=${inChroot(h.images.trusted)}`,
+    '/bin/sh', '-c',
+    `cat /proc/self/uid_map; ${WITH_USERNS} varlinkctl --push-fd=/proc/$P/ns/user call ${NR} io.systemd.NamespaceResource.AllocateUserRange '{"name":"nested","size":65536,"userNamespaceFileDescriptor":0}' && echo MAP && cat /proc/$P/uid_map; kill $P`,
+  ]);
+  const [outer, ...rest] = out.trim().split('\n');
+  const lines = outer!.trim().split(/\s+/).map(Number);
+  // The container's map: its own 64K range plus the delegated one 1:1 (as upstream maps it).
+  assert.deepEqual([lines[0], lines[2]], [0, CONTAINER_SIZE], out);
+  const map = rest.slice(rest.indexOf('MAP') + 1).join('\n').trim().split(/\s+/).map(Number);
+  assert.equal(map[0], 0, out);
+  assert.equal(map[2], CONTAINER_SIZE, out);
+  assert.ok(map[1]! >= CONTAINER_WINDOW.min && map[1]! <= CONTAINER_WINDOW.max, `nested range inside the delegated one: ${out}`);
+  assert.notEqual(map[1], 0, out);
 });

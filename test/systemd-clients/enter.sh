@@ -27,6 +27,10 @@ mount --bind "$R" "$R" # pivot_root needs the new root to be a mount point
 mount -t tmpfs -o mode=0755 tmpfs "$R/run" # a fresh /run, as at boot
 mkdir -p "$R/run/systemd/userdb" "$R/run/udev"
 mkdir -m 0000 "$R/run/systemd/dissect-root" # stand-in: systemd-tmpfiles makes it at boot
+if [ "$AS" != 0 ]; then # stand-in: logind (pam_systemd) makes the user's runtime directory at login
+  mkdir -m 0700 -p "$R/run/user/$AS"
+  chown "$AS:$AS" "$R/run/user/$AS"
+fi
 bind_socket() { # SOURCE TARGET: a socket bound at a path of the chroot's /run
   touch "$2"
   mount --bind "$1" "$2"
@@ -68,7 +72,7 @@ if [ "$AS" = 0 ]; then
   env -i PATH=/usr/sbin:/usr/bin HOME=/root TERM=dumb SYSTEMD_PAGER=cat SYSTEMD_COLORS=0 "$@" </dev/null || rc=$?
 else
   setpriv --reuid="$AS" --regid="$AS" --clear-groups --inh-caps=-all \
-    env -i PATH=/usr/bin HOME=/home/tester USER=tester TERM=dumb SYSTEMD_PAGER=cat SYSTEMD_COLORS=0 "$@" </dev/null || rc=$?
+    env -i PATH=/usr/bin HOME=/home/tester USER=tester XDG_RUNTIME_DIR="/run/user/$AS" TERM=dumb SYSTEMD_PAGER=cat SYSTEMD_COLORS=0 "$@" </dev/null || rc=$?
 fi
 
 if [ -n "$cg" ]; then

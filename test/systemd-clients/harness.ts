@@ -49,6 +49,8 @@ export const sha256 = (b: Buffer | string): string => createHash('sha256').updat
  *   it puts the payload in a group beneath and hands that to the range
  *   (AddControlGroupToUserNamespace).
  * - an image directory uid 1000 may write to. nspawn: "Failed to create image lock".
+ * - /run/user/1000 and XDG_RUNTIME_DIR, as logind makes them at login (enter.sh). nspawn 262:
+ *   "Failed to create runtime directory: No such device or address".
  * Everything else is the daemons' and the clients' own.
  */
 
@@ -135,9 +137,26 @@ function checkChroot(suite: Suite, chroot: string): void {
   assert.ok(fs.existsSync(BUSYBOX), `${BUSYBOX} missing: run ./scripts/setup`);
 }
 
+/** Copies PROGRAMS of the chroot, and the libraries ldd says they load, into TREE at the same
+ * paths: tools for a payload inside the container. */
+function addPrograms(chroot: string, tree: string, programs: readonly string[]): void {
+  const files = new Set(programs);
+  for (const line of run('chroot', [chroot, 'ldd', ...programs]).split('\n')) {
+    const m = /(?:=>\s*)?(\/\S+)\s+\(0x/.exec(line);
+    if (m) files.add(m[1]!);
+  }
+  for (const f of files) {
+    const to = path.join(tree, f);
+    fs.mkdirSync(path.dirname(to), { recursive: true, mode: 0o755 });
+    fs.copyFileSync(path.join(chroot, f), to); // symlinks in the chroot are relative: followed inside it
+    fs.chmodSync(to, 0o755);
+  }
+}
+
 /** Builds the images, starts the udev stand-in and a pair of daemons (userdbd without the
- * policy this kernel cannot load, and an mntfsd registering with it). */
-export async function startClientHarness(suite: Suite): Promise<ClientHarness> {
+ * policy this kernel cannot load, and an mntfsd registering with it). PROGRAMS of the chroot
+ * go into the image tree too (with their libraries). */
+export async function startClientHarness(suite: Suite, programs: readonly string[] = []): Promise<ClientHarness> {
   const chroot = chrootOf(suite);
   checkChroot(suite, chroot);
   const pinDir = `/sys/fs/bpf/mountgate-test-clients-${suite}-${process.pid}`;
@@ -148,6 +167,7 @@ export async function startClientHarness(suite: Suite): Promise<ClientHarness> {
   fs.chmodSync(imageDir, 0o1777); // stand-in: nspawn's lock file beside the image
   const tree = path.join(tmp, 'tree');
   makeTree(tree);
+  if (programs.length > 0) addPrograms(chroot, tree, programs);
   const images = buildSignedImages(tree, imageDir);
   const repart = repartImages(tmp, tree, imageDir, images.certs);
 
