@@ -6,25 +6,201 @@
  * matches, or with the index of a block that does not (threads stop at the first they see).
  *
  * verityVerifyFd() also copies: each chunk is pread() once into a thread-private buffer,
- * hashed there, and that same buffer is pwrite()n to the destination, so the destination
- * holds exactly the bytes that were hashed, whatever the source does meanwhile.
+ * hashed there, and that same buffer is pwrite()n to the destination in one call, so the
+ * destination holds exactly the bytes that were hashed, whatever the source does meanwhile.
+ * One write of a whole 2 MiB chunk fills a huge page of the copy (verified-copy.ts) without
+ * the kernel zeroing it first, which it does for a page that is faulted in through a mapping
+ * or only partly written (shmem_get_folio_gfp(), shmem_write_end()).
  *
- * SHA-256 comes from the OpenSSL that the node binary exports (headers in
- * /usr/include/node/openssl, same version), so the addon needs no -lcrypto. */
+ * SHA-256: where the CPU has the SHA extensions, our own code below hashes two blocks at a
+ * time, their rounds interleaved: one SHA256RNDS2 waits for the previous one's result, so a
+ * single message leaves the unit idle half the time (Intel's "SHA extensions" paper gives the
+ * instruction sequence; FIPS 180-4 the algorithm). Elsewhere OpenSSL's SHA256_* from the node
+ * binary (headers in /usr/include/node/openssl, same version), so the addon needs no -lcrypto.
+ * Either way the salt is absorbed once per call, not per block (cryptsetup's
+ * verify_hash_block() feeds it every time), and there is no EVP: with 512-byte blocks,
+ * EVP_MD_CTX_copy_ex() and EVP_DigestFinal_ex() per block cost more than the hashing. */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include <errno.h>
+#include <immintrin.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <openssl/evp.h>
+#include <openssl/sha.h>
 #include "addon.h"
 
 #define DIGEST 32
-/* 2 MiB: a huge page of the copy, so two threads never write into the same one. */
+/* 2 MiB: a huge page of the copy, written whole (see above), and never by two threads. */
 #define CHUNK (2u << 20)
+/* Read and hashed in steps this large, so the bytes pread() just wrote are still in this
+ * core's cache when they are hashed. */
+#define STEP (256u << 10)
 #define MAX_THREADS 64
+
+/* ---- SHA-256(salt || block) ---- */
+
+typedef struct {
+  SHA256_CTX ossl;  /* OpenSSL path: the salt absorbed; copied per block */
+  uint32_t h[8];    /* SHA-NI path: state after the salt's whole 64-byte blocks */
+  uint8_t rest[64]; /* and the salt bytes after them */
+  uint32_t rest_len;
+  uint64_t salt_len;
+  int ni;
+} salted_t;
+
+static const uint32_t K256[64] = {
+  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+  0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+  0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+  0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+  0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+  0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+static const uint32_t H0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+
+#define SHANI __attribute__((target("sha,sse4.1,ssse3")))
+
+/* Compresses one 64-byte block into each of `lanes` (1 or 2) states, the lanes' rounds
+ * interleaved. st[l] holds the state as SHA-NI wants it: [0] = ABEF, [1] = CDGH. */
+SHANI static inline __attribute__((always_inline)) void compress_ni(__m128i st[][2], const uint8_t *const *in, const int lanes) {
+  const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  __m128i w[2][16], s0[2], s1[2];
+  for (int l = 0; l < lanes; l++) {
+    s0[l] = st[l][0];
+    s1[l] = st[l][1];
+  }
+#pragma GCC unroll 16
+  for (int g = 0; g < 16; g++) {
+    const __m128i k = _mm_loadu_si128((const __m128i *)&K256[4 * g]);
+#pragma GCC unroll 2
+    for (int l = 0; l < lanes; l++) {
+      if (g < 4) {
+        w[l][g] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(in[l] + 16 * g)), bswap);
+      } else {
+        /* W[t] = s1(W[t-2]) + W[t-7] + s0(W[t-15]) + W[t-16], four words at a time. */
+        __m128i x = _mm_sha256msg1_epu32(w[l][g - 4], w[l][g - 3]);
+        x = _mm_add_epi32(x, _mm_alignr_epi8(w[l][g - 1], w[l][g - 2], 4));
+        w[l][g] = _mm_sha256msg2_epu32(x, w[l][g - 1]);
+      }
+      __m128i m = _mm_add_epi32(w[l][g], k);
+      s1[l] = _mm_sha256rnds2_epu32(s1[l], s0[l], m);
+      s0[l] = _mm_sha256rnds2_epu32(s0[l], s1[l], _mm_shuffle_epi32(m, 0x0e));
+    }
+  }
+  for (int l = 0; l < lanes; l++) {
+    st[l][0] = _mm_add_epi32(st[l][0], s0[l]);
+    st[l][1] = _mm_add_epi32(st[l][1], s1[l]);
+  }
+}
+
+SHANI static void load_state(__m128i st[2], const uint32_t h[8]) {
+  __m128i t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[0]), 0xb1); /* CDAB */
+  __m128i u = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[4]), 0x1b); /* EFGH */
+  st[0] = _mm_alignr_epi8(t, u, 8);                                             /* ABEF */
+  st[1] = _mm_blend_epi16(u, t, 0xf0);                                          /* CDGH */
+}
+
+/* The digest (big-endian words) of a state in SHA-NI order. */
+SHANI static void store_digest(const __m128i st[2], uint8_t out[DIGEST]) {
+  const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  __m128i t = _mm_shuffle_epi32(st[0], 0x1b); /* FEBA */
+  __m128i u = _mm_shuffle_epi32(st[1], 0xb1); /* DCHG */
+  __m128i abcd = _mm_blend_epi16(t, u, 0xf0); /* DCBA */
+  __m128i efgh = _mm_alignr_epi8(u, t, 8);    /* HGFE */
+  _mm_storeu_si128((__m128i *)out, _mm_shuffle_epi8(abcd, bswap));
+  _mm_storeu_si128((__m128i *)(out + 16), _mm_shuffle_epi8(efgh, bswap));
+}
+
+/* Block k (64 bytes) of the message rest || data || padding: a pointer into data where it lies
+ * wholly inside, else assembled in tmp. */
+static const uint8_t *message_block(const salted_t *s, const uint8_t *data, size_t len, size_t k, size_t nblocks, uint8_t tmp[64]) {
+  size_t r = s->rest_len, start = 64 * k, end = start + 64;
+  if (start >= r && end <= r + len) return data + (start - r);
+  memset(tmp, 0, 64);
+  /* The salt's rest, the data, then 0x80, zeros and the length in bits, as far as they fall in [start, end). */
+  if (start < r) memcpy(tmp, s->rest + start, (end < r ? end : r) - start);
+  size_t from = start > r ? start : r, to = end < r + len ? end : r + len;
+  if (from < to) memcpy(tmp + (from - start), data + (from - r), to - from);
+  if (r + len >= start && r + len < end) tmp[r + len - start] = 0x80;
+  if (k == nblocks - 1) {
+    uint64_t bits = (s->salt_len + len) * 8;
+    for (int i = 0; i < 8; i++) tmp[63 - i] = (uint8_t)(bits >> (8 * i));
+  }
+  return tmp;
+}
+
+/* Digests of one or two blocks of `len` bytes (b may be NULL). */
+SHANI static void digest_ni(const salted_t *s, const uint8_t *a, const uint8_t *b, size_t len, uint8_t out_a[DIGEST], uint8_t out_b[DIGEST]) {
+  __m128i st[2][2];
+  uint8_t tmp[2][64];
+  size_t nblocks = (s->rest_len + len + 9 + 63) / 64;
+  load_state(st[0], s->h);
+  st[1][0] = st[0][0];
+  st[1][1] = st[0][1];
+  for (size_t k = 0; k < nblocks; k++) {
+    const uint8_t *in[2] = {message_block(s, a, len, k, nblocks, tmp[0]), NULL};
+    if (b) {
+      in[1] = message_block(s, b, len, k, nblocks, tmp[1]);
+      compress_ni(st, in, 2);
+    } else {
+      compress_ni(st, in, 1);
+    }
+  }
+  store_digest(st[0], out_a);
+  if (b) store_digest(st[1], out_b);
+}
+
+/* h = the state after the whole 64-byte blocks of salt[0..whole). */
+SHANI static void absorb_ni(uint32_t h[8], const uint8_t *salt, size_t whole) {
+  memcpy(h, H0, sizeof H0);
+  for (size_t off = 0; off < whole; off += 64) {
+    __m128i st[1][2];
+    const uint8_t *in[1] = {salt + off};
+    load_state(st[0], h);
+    compress_ni(st, in, 1);
+    /* Back to h[] order: the digest's words are the state. */
+    uint8_t d[DIGEST];
+    store_digest(st[0], d);
+    for (int i = 0; i < 8; i++) h[i] = (uint32_t)d[4 * i] << 24 | (uint32_t)d[4 * i + 1] << 16 | (uint32_t)d[4 * i + 2] << 8 | d[4 * i + 3];
+  }
+}
+
+static void salted_init(salted_t *s, const uint8_t *salt, size_t salt_len) {
+  memset(s, 0, sizeof *s);
+  SHA256_Init(&s->ossl);
+  SHA256_Update(&s->ossl, salt, salt_len);
+  s->salt_len = salt_len;
+  __builtin_cpu_init();
+  s->ni = __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1") && __builtin_cpu_supports("ssse3");
+  if (!s->ni) return;
+  size_t whole = salt_len / 64 * 64;
+  absorb_ni(s->h, salt, whole);
+  s->rest_len = (uint32_t)(salt_len - whole);
+  memcpy(s->rest, salt + whole, s->rest_len);
+}
+
+/* Digests of blocks a and b (b may be NULL). */
+static void digest_blocks(const salted_t *s, const uint8_t *a, const uint8_t *b, size_t len, uint8_t out_a[DIGEST], uint8_t out_b[DIGEST]) {
+  if (s->ni) {
+    digest_ni(s, a, b, len, out_a, out_b);
+    return;
+  }
+  SHA256_CTX c = s->ossl;
+  SHA256_Update(&c, a, len);
+  SHA256_Final(out_a, &c);
+  if (b) {
+    c = s->ossl;
+    SHA256_Update(&c, b, len);
+    SHA256_Final(out_b, &c);
+  }
+}
+
+/* ---- jobs ---- */
 
 typedef struct {
   /* Source: memory (src_fd < 0) or an fd read with pread at src_off. */
@@ -42,7 +218,7 @@ typedef struct {
   uint32_t hash_block_size;
   uint32_t per_block;
 
-  EVP_MD_CTX *base; /* initialised with the salt; copied per block */
+  salted_t salted;
   _Atomic int64_t next; /* first block no thread has claimed yet */
   _Atomic int64_t first_bad;
   _Atomic int stop;
@@ -74,25 +250,26 @@ static void note_bad(job_t *j, int64_t idx) {
   atomic_store(&j->stop, 1);
 }
 
-/* Hashes n blocks at p (block indices from first) and compares with the expected slots.
- * Returns 0, or -1 after recording an OpenSSL failure. */
-static int check_blocks(job_t *j, EVP_MD_CTX *ctx, const uint8_t *p, int64_t first, int64_t n) {
-  uint8_t md[EVP_MAX_MD_SIZE];
-  unsigned int len;
-  for (int64_t k = 0; k < n; k++) {
-    int64_t i = first + k;
-    if (!EVP_MD_CTX_copy_ex(ctx, j->base) || !EVP_DigestUpdate(ctx, p + (size_t)k * j->block_size, j->block_size) ||
-        !EVP_DigestFinal_ex(ctx, md, &len) || len != DIGEST) {
-      job_fail(j, EPROTO, "EVP_Digest");
-      return -1;
-    }
-    const uint8_t *want = j->expected + (size_t)(i / j->per_block) * j->hash_block_size + (size_t)(i % j->per_block) * DIGEST;
-    if (memcmp(md, want, DIGEST) != 0) {
-      note_bad(j, i);
-      return 0;
+static const uint8_t *expected_slot(const job_t *j, int64_t i) {
+  return j->expected + (size_t)(i / j->per_block) * j->hash_block_size + (size_t)(i % j->per_block) * DIGEST;
+}
+
+/* Hashes n blocks at p (block indices from first), two at a time, and compares each with its
+ * expected slot. Returns 0 on a mismatch (recorded), 1 when all match. */
+static int check_blocks(job_t *j, const uint8_t *p, int64_t first, int64_t n) {
+  uint8_t md[2][DIGEST];
+  size_t bs = j->block_size;
+  for (int64_t k = 0; k < n; k += 2) {
+    int two = k + 1 < n;
+    digest_blocks(&j->salted, p + (size_t)k * bs, two ? p + (size_t)(k + 1) * bs : NULL, bs, md[0], md[1]);
+    for (int l = 0; l <= two; l++) {
+      if (memcmp(md[l], expected_slot(j, first + k + l), DIGEST) != 0) {
+        note_bad(j, first + k + l);
+        return 0;
+      }
     }
   }
-  return 0;
+  return 1;
 }
 
 static int read_full(int fd, uint8_t *buf, size_t len, int64_t off) {
@@ -125,38 +302,40 @@ static int write_full(int fd, const uint8_t *buf, size_t len, int64_t off) {
  * less, instead of the others idling at the end of a fixed split. */
 static void *worker(void *arg) {
   job_t *j = arg;
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
   uint8_t *buf = NULL;
-  if (!ctx) {
-    job_fail(j, ENOMEM, "EVP_MD_CTX_new");
-    return NULL;
-  }
+  int64_t per_chunk = CHUNK / j->block_size;
   if (j->src_fd >= 0 && !(buf = malloc(CHUNK))) {
     job_fail(j, ENOMEM, "malloc");
-    EVP_MD_CTX_free(ctx);
     return NULL;
   }
-  int64_t per_chunk = CHUNK / j->block_size;
+  /* Blocks are at most 4 KiB in practice but up to CHUNK by the interface. */
+  int64_t per_step = STEP >= j->block_size ? STEP / j->block_size : 1;
   while (!atomic_load(&j->stop)) {
     int64_t i = atomic_fetch_add(&j->next, per_chunk);
     if (i >= j->count) break;
-    int64_t n = j->count - i < per_chunk ? j->count - i : per_chunk;
-    size_t bytes = (size_t)n * j->block_size;
+    int64_t end = j->count - i < per_chunk ? j->count : i + per_chunk;
     int64_t rel = i * (int64_t)j->block_size;
-    const uint8_t *p;
-    if (j->src_fd >= 0) {
-      int e = read_full(j->src_fd, buf, bytes, j->src_off + rel);
-      if (e) {
-        job_fail(j, e, "pread");
-        break;
+    int ok = 1;
+    for (int64_t s = i; ok && s < end && !atomic_load(&j->stop); s += per_step) {
+      int64_t n = end - s < per_step ? end - s : per_step;
+      size_t at = (size_t)(s - i) * j->block_size;
+      const uint8_t *p;
+      if (j->src_fd >= 0) {
+        int e = read_full(j->src_fd, buf + at, (size_t)n * j->block_size, j->src_off + rel + (int64_t)at);
+        if (e) {
+          job_fail(j, e, "pread");
+          ok = 0;
+          break;
+        }
+        p = buf + at;
+      } else {
+        p = j->src_mem + rel + (int64_t)at;
       }
-      p = buf;
-    } else {
-      p = j->src_mem + rel;
+      ok = check_blocks(j, p, s, n);
     }
-    if (check_blocks(j, ctx, p, i, n) < 0) break;
-    if (j->dst_fd >= 0 && !atomic_load(&j->stop)) {
-      int e = write_full(j->dst_fd, p, bytes, j->dst_off + rel);
+    if (!ok || atomic_load(&j->stop)) break;
+    if (j->dst_fd >= 0) {
+      int e = write_full(j->dst_fd, buf, (size_t)(end - i) * j->block_size, j->dst_off + rel);
       if (e) {
         job_fail(j, e, "pwrite");
         break;
@@ -164,7 +343,6 @@ static void *worker(void *arg) {
     }
   }
   free(buf);
-  EVP_MD_CTX_free(ctx);
   return NULL;
 }
 
@@ -177,11 +355,7 @@ static int online_cpus(void) {
 static void execute(napi_env env, void *data) {
   (void)env;
   job_t *j = data;
-  j->base = EVP_MD_CTX_new();
-  if (!j->base || !EVP_DigestInit_ex(j->base, EVP_sha256(), NULL) || !EVP_DigestUpdate(j->base, j->salt, j->salt_len)) {
-    job_fail(j, EPROTO, "EVP_DigestInit");
-    return;
-  }
+  salted_init(&j->salted, j->salt, j->salt_len);
   /* At least 64 blocks per thread so tiny levels don't pay for thread start-up. */
   int64_t want = (j->count + 63) / 64;
   int nt = online_cpus();
@@ -217,7 +391,6 @@ static void complete(napi_env env, napi_status status, void *data) {
   }
   for (int i = 0; i < j->nrefs; i++) napi_delete_reference(env, j->refs[i]);
   napi_delete_async_work(env, j->work);
-  if (j->base) EVP_MD_CTX_free(j->base);
   pthread_mutex_destroy(&j->err_lock);
   free(j);
 }
@@ -338,6 +511,7 @@ static napi_value verify_fd(napi_env env, napi_callback_info info) {
     job_abort(env, j);
     return mg_throw_type(env, "invalid fd");
   }
+
   j->src_fd = src_fd;
   j->dst_fd = dst_fd;
   return job_start(env, j);
