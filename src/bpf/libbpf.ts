@@ -66,6 +66,8 @@ const fn = {
   findMap: lib.func('void *bpf_object__find_map_by_name(void *obj, const char *name)'),
   findProgram: lib.func('void *bpf_object__find_program_by_name(void *obj, const char *name)'),
   setMaxEntries: lib.func('int bpf_map__set_max_entries(void *map, uint32_t max_entries)'),
+  valueSize: lib.func('uint32_t bpf_map__value_size(void *map)'),
+  setInitialValue: lib.func('int bpf_map__set_initial_value(void *map, const void *data, size_t size)'),
   reuseFd: lib.func('int bpf_map__reuse_fd(void *map, int fd)'),
   mapFd: lib.func('int bpf_map__fd(void *map)'),
   mapPin: lib.func('int bpf_map__pin(void *map, const char *path)'),
@@ -137,6 +139,18 @@ export function findProgram(obj: BpfObject, name: string): BpfProgram {
 
 export function setMaxEntries(map: BpfMap, n: number): void {
   checkInt(fn.setMaxEntries(map, n) as number, 'bpf_map__set_max_entries');
+}
+
+export function valueSize(map: BpfMap): number {
+  return fn.valueSize(map) as number;
+}
+
+/**
+ * Sets the contents of a global-data map (.rodata*, .data*) before load; `data` must be
+ * exactly its size. Find such a map by its section name (".rodata.ids").
+ */
+export function setInitialValue(map: BpfMap, data: Buffer): void {
+  checkInt(fn.setInitialValue(map, data, data.length) as number, 'bpf_map__set_initial_value');
 }
 
 /** Makes the object use an existing (e.g. pinned) map instead of creating one; the fd is dup'ed. */

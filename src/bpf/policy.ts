@@ -3,16 +3,21 @@
 // Pins, under pinDir (default /sys/fs/bpf/mountgate; bpffs refuses dots in names):
 //   maps/{managed,setgroups_deny,ringbuf,meta}   links/<program>
 // Maps are pinned and reused across daemon generations, so managed namespaces stay managed.
-// `meta` holds the SHA-256 of the object that owns the links: a daemon running the same
-// object adopts the pins as they are; a different object is loaded against the pinned maps,
+// `meta` holds the SHA-256 of the object and the id windows it was given, for the generation
+// that owns the links: a daemon running the same object with the same windows adopts the pins
+// as they are; a different one is loaded against the pinned maps,
 // attached, and its links are renamed over the old pins, so the old programs detach only
 // after the new ones are live (no window without policy).
+//
+// The id windows the program judges by are not in the C: they come from src/id-ranges.ts and
+// are written into the object's .rodata.ids section before load (see idWindowsImage()).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as bpf from './libbpf.js';
 import { SysError } from '../sys/errors.js';
 import { native, projectRoot, POLL_READABLE } from '../native/index.js';
+import { FOREIGN_WINDOW, TRANSIENT_WINDOWS } from '../id-ranges.js';
 import type { Poller } from '../native/index.js';
 
 export interface PolicyStatus {
@@ -34,6 +39,21 @@ export const DEFAULT_MAX_NAMESPACES = 16384;
 export const OBJECT_PATH = path.join(projectRoot, 'build', 'bpf', 'userns-restrict.bpf.o');
 
 const LSM_LIST = '/sys/kernel/security/lsm';
+/** The section (and so libbpf's internal map) holding `struct id_windows id_windows`. */
+export const ID_WINDOWS_SECTION = '.rodata.ids';
+
+/**
+ * `struct id_windows` of userns-restrict.bpf.c, little-endian u32s: configured (1), the
+ * TRANSIENT_WINDOWS (first, last) pairs, then the foreign window's first and last.
+ */
+export function idWindowsImage(): Buffer {
+  if (TRANSIENT_WINDOWS.length !== 2) throw new Error('the BPF policy takes exactly 2 transient windows (TRANSIENT_WINDOWS in userns-restrict.bpf.c)');
+  const words = [1, ...TRANSIENT_WINDOWS.flatMap((w) => [w.min, w.max]), FOREIGN_WINDOW.min, FOREIGN_WINDOW.max];
+  const image = Buffer.alloc(words.length * 4);
+  words.forEach((w, i) => image.writeUInt32LE(w, i * 4));
+  return image;
+}
+
 const PROG_PREFIX = 'userns_restrict_';
 /** The object's programs by what they attach to: LSM hooks, and death probes in order of preference
  * (the object lists retire_userns_sysctls, which sees every namespace of a freed chain, first). */
@@ -135,6 +155,12 @@ function loadAndAttach(pins: Pins, all: ObjectPrograms, programs: string[], maxN
   const obj = bpf.openObject(OBJECT_PATH);
   const links: bpf.BpfLink[] = [];
   try {
+    const ids = bpf.findMap(obj, ID_WINDOWS_SECTION);
+    const image = idWindowsImage();
+    if (bpf.valueSize(ids) !== image.length) {
+      throw new Error(`${ID_WINDOWS_SECTION} is ${bpf.valueSize(ids)} bytes, the loader writes ${image.length}`);
+    }
+    bpf.setInitialValue(ids, image);
     const created: PinnedMap[] = [];
     for (const [pin, mapName] of Object.entries(MAPS) as Array<[PinnedMap, string]>) {
       const map = bpf.findMap(obj, mapName);
@@ -234,7 +260,8 @@ export class UsernsPolicy {
     if (!UsernsPolicy.lsmAvailable()) {
       return new UsernsPolicy(pins, false, [], null, `'bpf' is not in ${LSM_LIST}`);
     }
-    const digest = crypto.createHash('sha256').update(fs.readFileSync(OBJECT_PATH)).digest();
+    // The windows are part of the generation: a daemon with other windows must not adopt the pins.
+    const digest = crypto.createHash('sha256').update(fs.readFileSync(OBJECT_PATH)).update(idWindowsImage()).digest();
     const existed = fs.existsSync(pins.dir);
     let programs: string[] = [];
     try {

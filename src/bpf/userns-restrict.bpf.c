@@ -10,6 +10,22 @@
  * descendant) die with it and are always writable; writes through an idmapped mount that maps
  * the transient ids to non-transient on-disk ids are fine by construction.
  *
+ * Foreign ids (the foreign UID range of systemd's docs/UIDS-GIDS.md) are not recycled, but they
+ * are nobody's: every user may get them mapped (AllocateUserRange mapForeign, mntfsd's
+ * MountDirectory), so a foreign-owned inode is writable by every such user, and the document
+ * asks that foreign-owned inodes only ever sit inside the owner's 0700 directory, as container
+ * trees at rest. Upstream's policy does not look at foreign ids at all (uid_is_transient() is
+ * its only id test). Here a managed namespace may name foreign ids (as owner at creation, in
+ * chown, ACL entries, v3 file-capability root ids) on a file system that outlives it only
+ * inside a foreign tree: in a directory that is itself foreign-owned, or on a tree's root
+ * directory itself (which mntfsd's MakeDirectory creates foreign-owned in the user's
+ * directory). So a mapForeign namespace can extend the trees it was given, but cannot scatter
+ * foreign-owned inodes into /tmp or a home directory, nor move or link a tree's inodes out.
+ * New tree roots come only from mntfsd (MakeDirectory), which checks who asks. Transient ids
+ * stay refused everywhere that outlives the namespace, inside foreign trees too.
+ *
+ * The windows are not written here: the loader sets id_windows (src/id-ranges.ts) before load.
+ *
  * Two layers: the path hooks see the mount (and its idmap) and decide; the inode hooks behind
  * them see every inode the kernel creates, also on a caller's behalf without a path (overlayfs
  * makes its work directory in ovl_fill_super() before sb_kern_mount runs), and refuse what no
@@ -34,6 +50,9 @@
 #define ACL_USER 0x02
 #define ACL_GROUP 0x08
 #define MAX_ACL_ENTRIES 32
+#define S_IFMT 00170000
+#define S_IFDIR 0040000
+#define RENAME_EXCHANGE (1 << 1)
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -102,9 +121,52 @@ static __always_inline int deny_if(bool deny)
 	return deny ? eperm : ok;
 }
 
+struct id_window {
+	__u32 first, last;
+};
+
+#define TRANSIENT_WINDOWS 2
+
+/*
+ * The id windows (src/id-ranges.ts: TRANSIENT_WINDOWS, FOREIGN_RANGE), written by the loader
+ * into this section's map before load; the kernel freezes it. Left unset (configured == 0),
+ * every id counts as transient: managed namespaces can then write nothing that outlives them.
+ */
+struct id_windows {
+	__u32 configured;
+	struct id_window transient[TRANSIENT_WINDOWS];
+	struct id_window foreign;
+};
+
+const volatile struct id_windows id_windows SEC(".rodata.ids") = {};
+
+static __always_inline bool id_in(__u32 id, __u32 first, __u32 last)
+{
+	return id >= first && id <= last;
+}
+
 static __always_inline bool id_transient(__u32 id)
 {
-	return (id >= 61184 && id <= 65519) || (id >= 524288 && id <= 1879048191);
+	if (!id_windows.configured)
+		return true;
+	return id_in(id, id_windows.transient[0].first, id_windows.transient[0].last) ||
+	       id_in(id, id_windows.transient[1].first, id_windows.transient[1].last);
+}
+
+static __always_inline bool id_foreign(__u32 id)
+{
+	return id_windows.configured && id_in(id, id_windows.foreign.first, id_windows.foreign.last);
+}
+
+/* Ids that need a look at where they land: transient ones, and foreign ones. */
+static __always_inline bool id_watched(__u32 id)
+{
+	return id_transient(id) || id_foreign(id);
+}
+
+static __always_inline bool window_overlaps(__u32 first, __u64 last, const volatile struct id_window *w)
+{
+	return !(last < w->first || first > w->last);
 }
 
 static __always_inline bool range_hits_transient(__u32 first, __u32 count)
@@ -113,7 +175,38 @@ static __always_inline bool range_hits_transient(__u32 first, __u32 count)
 
 	if (count == 0)
 		return false;
-	return !(last < 61184 || first > 65519) || !(last < 524288 || first > 1879048191);
+	if (!id_windows.configured)
+		return true;
+	return window_overlaps(first, last, &id_windows.transient[0]) ||
+	       window_overlaps(first, last, &id_windows.transient[1]);
+}
+
+/* Foreign-owned: the inode's owner (the on-disk id: i_uid is never idmapped) is a foreign id. */
+static __always_inline bool inode_foreign_owned(const struct inode *inode)
+{
+	return inode && id_foreign(BPF_CORE_READ(inode, i_uid.val));
+}
+
+/*
+ * Is the inode of `dentry` part of a foreign tree? Its directory is foreign-owned, or it is a
+ * foreign-owned directory itself: the root of a tree, whose parent is the user's own directory
+ * (MakeDirectory in systemd's mountwork.c creates it so; MountDirectory hands out mounts of it).
+ */
+static __always_inline bool in_foreign_tree(const struct dentry *dentry)
+{
+	struct inode *inode = BPF_CORE_READ(dentry, d_inode);
+
+	if (inode_foreign_owned(BPF_CORE_READ(dentry, d_parent, d_inode)))
+		return true;
+	return inode && (BPF_CORE_READ(inode, i_mode) & S_IFMT) == S_IFDIR && inode_foreign_owned(inode);
+}
+
+/* May an id be stored on an inode of `dentry` (on a file system that outlives the namespace)? */
+static __always_inline bool id_storable(__u32 id, const struct dentry *dentry)
+{
+	if (id_transient(id))
+		return false;
+	return !id_foreign(id) || in_foreign_tree(dentry);
 }
 
 static __always_inline __u32 ns_inum(const struct user_namespace *ns)
@@ -273,7 +366,10 @@ static __always_inline bool approved(const struct dentry *dentry)
 /*
  * Creation of `dentry` in `dir`, owned by the caller's fsuid/fsgid (upstream's
  * validate_mount()): allowed when the file system dies with the namespace, or when the mount's
- * idmap stores non-transient ids (then approved for the inode hook that follows).
+ * idmap stores ids that may stay there: not transient, and foreign only inside a foreign tree
+ * (then approved for the inode hook that follows). The fast path trusts that no idmap turns a
+ * caller id outside both windows into one inside them: idmapped mounts of file systems that
+ * outlive the namespace need CAP_SYS_ADMIN over the file system, i.e. host root or mntfsd.
  */
 static __always_inline int check_create(const struct path *dir, const struct dentry *dentry)
 {
@@ -289,7 +385,7 @@ static __always_inline int check_create(const struct path *dir, const struct den
 	/* Plain (CO-RE relocated) loads, not helper calls: this is every process's fast path. */
 	fsuid = cred->fsuid.val;
 	fsgid = cred->fsgid.val;
-	if (!id_transient(fsuid) && !id_transient(fsgid))
+	if (!id_watched(fsuid) && !id_watched(fsgid))
 		return 0;
 	fs_ns = BPF_CORE_READ(dir, mnt, mnt_sb, s_user_ns);
 	r = needs_check(fs_ns);
@@ -300,7 +396,7 @@ static __always_inline int check_create(const struct path *dir, const struct den
 		return -EPERM;
 	fsuid = on_disk_id(idmap, fs_ns, fsuid, false);
 	fsgid = on_disk_id(idmap, fs_ns, fsgid, true);
-	if (id_transient(fsuid) || id_transient(fsgid))
+	if (!id_storable(fsuid, dentry) || !id_storable(fsgid, dentry))
 		return -EPERM;
 	approve(dentry);
 	return 0;
@@ -308,8 +404,8 @@ static __always_inline int check_create(const struct path *dir, const struct den
 
 /*
  * The inode-level backstop: the same question without a mount, so without its idmap. An
- * inode that would carry the caller's transient fsuid/fsgid on a file system that outlives
- * the namespace is allowed only if this task's path hook approved exactly this dentry.
+ * inode that would carry the caller's transient or foreign fsuid/fsgid on a file system that
+ * outlives the namespace is allowed only if this task's path hook approved exactly this dentry.
  */
 static __always_inline int check_inode_create(const struct dentry *dentry)
 {
@@ -319,7 +415,7 @@ static __always_inline int check_inode_create(const struct dentry *dentry)
 
 	if (!cred)
 		return -EPERM;
-	if (!id_transient(cred->fsuid.val) && !id_transient(cred->fsgid.val))
+	if (!id_watched(cred->fsuid.val) && !id_watched(cred->fsgid.val))
 		return 0;
 	r = needs_check(BPF_CORE_READ(dentry, d_sb, s_user_ns));
 	if (r <= 0)
@@ -348,11 +444,53 @@ int BPF_PROG(userns_restrict_path_symlink, const struct path *dir, struct dentry
 	return ret ? ret : check_create(dir, dentry);
 }
 
+/*
+ * A new name for an existing inode, and so a way to carry a foreign-owned inode out of its tree
+ * (into /tmp, say) without creating or chowning anything: refused unless the new name is in a
+ * foreign-owned directory. Checked for every member of a managed namespace, whatever its fsuid.
+ * A tree's root itself is moved by its user or by mntfsd, not from inside a namespace.
+ */
+static __always_inline int check_move(const struct dentry *moved, const struct path *to_dir,
+				      const struct dentry *to_dentry)
+{
+	struct inode *inode = BPF_CORE_READ(moved, d_inode);
+	int r;
+
+	if (!inode || (!id_foreign(BPF_CORE_READ(inode, i_uid.val)) && !id_foreign(BPF_CORE_READ(inode, i_gid.val))))
+		return 0;
+	r = needs_check(BPF_CORE_READ(to_dir, mnt, mnt_sb, s_user_ns));
+	if (r <= 0)
+		return r;
+	return deny_if(!inode_foreign_owned(BPF_CORE_READ(to_dentry, d_parent, d_inode)));
+}
+
 SEC("lsm/path_link")
 int BPF_PROG(userns_restrict_path_link, struct dentry *old_dentry, const struct path *new_dir,
 	     struct dentry *new_dentry, int ret)
 {
-	return ret ? ret : check_create(new_dir, new_dentry);
+	int r;
+
+	if (ret)
+		return ret;
+	r = check_move(old_dentry, new_dir, new_dentry);
+	if (r)
+		return r;
+	return check_create(new_dir, new_dentry);
+}
+
+/* Renames within one file system (across file systems is a copy, seen by the creation hooks). */
+SEC("lsm/path_rename")
+int BPF_PROG(userns_restrict_path_rename, const struct path *old_dir, struct dentry *old_dentry,
+	     const struct path *new_dir, struct dentry *new_dentry, unsigned int flags, int ret)
+{
+	int r;
+
+	if (ret)
+		return ret;
+	r = check_move(old_dentry, new_dir, new_dentry);
+	if (r || !(flags & RENAME_EXCHANGE))
+		return r;
+	return check_move(new_dentry, old_dir, old_dentry);
 }
 
 SEC("lsm/inode_mkdir")
@@ -390,12 +528,15 @@ int BPF_PROG(userns_restrict_inode_link, struct dentry *old_dentry, struct inode
 }
 
 /*
- * The kernel has already idmapped uid/gid to the ids the file system will store. They are
- * kuid_t/kgid_t by value; BPF_PROG casts context slots, so take them as plain integers.
+ * The kernel has already idmapped uid/gid to the ids the file system will store (chown_common()
+ * passes from_vfsuid()/from_vfsgid()); an unchanged one is INVALID_ID, neither transient nor
+ * foreign. They are kuid_t/kgid_t by value; BPF_PROG casts context slots, so take them as plain
+ * integers.
  */
 SEC("lsm/path_chown")
 int BPF_PROG(userns_restrict_path_chown, const struct path *path, __u32 uid, __u32 gid, int ret)
 {
+	struct dentry *dentry;
 	int r;
 
 	if (ret)
@@ -403,12 +544,14 @@ int BPF_PROG(userns_restrict_path_chown, const struct path *path, __u32 uid, __u
 	r = needs_check(BPF_CORE_READ(path, mnt, mnt_sb, s_user_ns));
 	if (r <= 0)
 		return r;
-	return deny_if(id_transient(uid) || id_transient(gid));
+	dentry = BPF_CORE_READ(path, dentry);
+	return deny_if(!id_storable(uid, dentry) || !id_storable(gid, dentry));
 }
 
 struct acl_walk {
 	const struct posix_acl *acl;
 	__u32 count;
+	bool in_foreign_tree;
 	bool deny;
 };
 
@@ -422,7 +565,9 @@ static int acl_walk_cb(__u32 i, struct acl_walk *w)
 		w->deny = true;
 		return 1;
 	}
-	if ((e.e_tag == ACL_USER || e.e_tag == ACL_GROUP) && id_transient(e.e_uid.val)) {
+	/* e_uid and e_gid share a union: one test serves both tags. */
+	if ((e.e_tag == ACL_USER || e.e_tag == ACL_GROUP) &&
+	    (id_transient(e.e_uid.val) || (id_foreign(e.e_uid.val) && !w->in_foreign_tree))) {
 		w->deny = true;
 		return 1;
 	}
@@ -450,6 +595,7 @@ int BPF_PROG(userns_restrict_inode_set_acl, struct mnt_idmap *idmap, struct dent
 	w.count = BPF_CORE_READ(kacl, a_count);
 	if (w.count > MAX_ACL_ENTRIES)
 		return -EPERM;
+	w.in_foreign_tree = in_foreign_tree(dentry);
 	bpf_loop(MAX_ACL_ENTRIES, acl_walk_cb, &w, 0);
 	return deny_if(w.deny);
 }
@@ -492,7 +638,8 @@ int BPF_PROG(userns_restrict_inode_setxattr, struct mnt_idmap *idmap, struct den
 	rootid = cap.rootid;
 	if (BPF_CORE_READ(fs_ns, level) != 0)
 		rootid = map_id(&fs_ns->uid_map, rootid, false);
-	return deny_if(id_transient(rootid));
+	/* A foreign root id is what a shifted container image carries (ping's cap_net_raw, say). */
+	return deny_if(!id_storable(rootid, dentry));
 }
 
 /* Does every extent of this idmap put on-disk ids outside the transient windows? */

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { CONTAINER_WINDOW, DYNAMIC_WINDOW } from '../../src/userdbd/range-allocator.js';
+import { isTransient } from '../../src/id-ranges.js';
 import type { ChildProcess } from 'node:child_process';
 import { spawnInNewUserns, killAndWait } from '../sys/util.js';
 
@@ -27,12 +27,20 @@ function writeMaps(pid: number, uidMap: string, gidMap: string): void {
   fs.writeFileSync(`/proc/${pid}/gid_map`, gidMap);
 }
 
-/** A user namespace whose ids 0..65535 are host ids base..base+65535 (held open by `sleep`). */
-export async function transientNs(base: number = TRANSIENT_BASE): Promise<TransientNs> {
+/**
+ * A user namespace (held open by `sleep`) with `map` written by host root as both its uid_map
+ * and gid_map, as userdbd writes them (one write, every line). `base` is the host id of its root.
+ */
+export async function mappedNs(map: string, base: number): Promise<TransientNs> {
   const child = await spawnInNewUserns('unshare', ['--user', 'sleep', 'infinity']);
-  writeMaps(child.pid, `0 ${base} 65536\n`, `0 ${base} 65536\n`);
+  writeMaps(child.pid, map, map);
   const inode = fs.statSync(`/proc/${child.pid}/ns/user`).ino;
   return { pid: child.pid, inode, base, child, kill: () => killAndWait(child) };
+}
+
+/** A user namespace whose ids 0..65535 are host ids base..base+65535 (held open by `sleep`). */
+export async function transientNs(base: number = TRANSIENT_BASE): Promise<TransientNs> {
+  return mappedNs(`0 ${base} 65536\n`, base);
 }
 
 /** A user namespace mapping `nsFirst..+count` to host ids `hostFirst..` (for idmapped mounts). */
@@ -143,9 +151,7 @@ export function tmpfsScript(s: Scratch): string {
   return `unshare -m sh -ec 'mount -t tmpfs t ${m}; mkdir ${m}/d; mknod ${m}/p p; : > ${m}/f; ln -s x ${m}/s; ln ${m}/f ${m}/h; setfacl -m u:1000:rwx ${m}/f; setcap cap_net_raw+ep ${m}/f; chown 1000:1000 ${m}/f'`;
 }
 
-export function isTransient(id: number): boolean {
-  return [DYNAMIC_WINDOW, CONTAINER_WINDOW].some((w) => id >= w.min && id <= w.max);
-}
+export { isTransient };
 
 /** An ext4 file system on a loop device, mounted by host root in the initial namespaces. */
 export interface Disk {
@@ -173,22 +179,28 @@ export function ext4Disk(sizeMiB = 64): Disk {
   };
 }
 
-/** Every place under `root` (one file system) where a transient id is stored. */
+/** Every place under `root` (one file system) where an id of interest is stored. */
 export interface TransientTrace {
   path: string;
   what: string;
 }
 
+/** Transient ids stored anywhere under `root` (except the owners of the inodes in `except`). */
+export function transientTraces(root: string, except: ReadonlySet<number> = new Set()): TransientTrace[] {
+  return idTraces(root, (id) => isTransient(id), except);
+}
+
 /**
  * Walks `root` with lstat for owners, getfacl for ACL entries and the raw security.capability
- * xattr for v3 root ids (VFS_CAP_REVISION_3: magic_etc, 2 x (permitted, inheritable), rootid).
- * Inodes in `except` (made by the test as host root) are exempt from the owner check only.
+ * xattr for v3 root ids (VFS_CAP_REVISION_3: magic_etc, 2 x (permitted, inheritable), rootid),
+ * reporting every id for which `bad(id, path)` holds. Inodes in `except` (made by the test as
+ * host root) are exempt from the owner check only.
  */
-export function transientTraces(root: string, except: ReadonlySet<number> = new Set()): TransientTrace[] {
+export function idTraces(root: string, isBad: (id: number, path: string) => boolean, except: ReadonlySet<number> = new Set()): TransientTrace[] {
   const found: TransientTrace[] = [];
   const walk = (p: string): void => {
     const st = fs.lstatSync(p);
-    if (!except.has(st.ino) && (isTransient(st.uid) || isTransient(st.gid))) found.push({ path: p, what: `owner ${st.uid}:${st.gid}` });
+    if (!except.has(st.ino) && (isBad(st.uid, p) || isBad(st.gid, p))) found.push({ path: p, what: `owner ${st.uid}:${st.gid}` });
     if (st.isDirectory()) for (const e of fs.readdirSync(p)) walk(path.join(p, e));
   };
   walk(root);
@@ -198,7 +210,7 @@ export function transientTraces(root: string, except: ReadonlySet<number> = new 
     const f = /^# file: (.*)$/.exec(line);
     if (f) file = f[1]!;
     const e = /^(?:default:)?(user|group):(\d+):/.exec(line);
-    if (e && isTransient(Number(e[2]))) found.push({ path: file, what: `ACL ${line}` });
+    if (e && isBad(Number(e[2]), file)) found.push({ path: file, what: `ACL ${line}` });
   }
   const caps = execFileSync('getfattr', ['-R', '-P', '-h', '--absolute-names', '-m', '^security\\.capability$', '-e', 'hex', '-d', root], { encoding: 'utf8' });
   for (const line of caps.split('\n')) {
@@ -207,7 +219,7 @@ export function transientTraces(root: string, except: ReadonlySet<number> = new 
     const v = /^security\.capability=0x([0-9a-f]+)$/.exec(line);
     if (!v) continue;
     const raw = Buffer.from(v[1]!, 'hex');
-    if (raw.length >= 24 && raw.readUInt32LE(0) >>> 24 === 3 && isTransient(raw.readUInt32LE(20))) {
+    if (raw.length >= 24 && raw.readUInt32LE(0) >>> 24 === 3 && isBad(raw.readUInt32LE(20), file)) {
       found.push({ path: file, what: `file capability rootid ${raw.readUInt32LE(20)}` });
     }
   }

@@ -22,7 +22,7 @@ import type { Disk, Scratch, TransientNs } from './harness.js';
 const PIN_DIR = `/sys/fs/bpf/mountgate-test-${process.pid}`;
 /** Every program the object has, by hook, in the object's order (the death probe this kernel has comes last). */
 const HOOKS = [
-  'path_mkdir', 'path_mknod', 'path_symlink', 'path_link',
+  'path_mkdir', 'path_mknod', 'path_symlink', 'path_link', 'path_rename',
   'inode_mkdir', 'inode_create', 'inode_mknod', 'inode_symlink', 'inode_link',
   'path_chown', 'inode_set_acl', 'inode_setxattr', 'sb_kern_mount', 'task_fix_setgroups',
 ];
