@@ -124,13 +124,19 @@ export interface MountAttr {
   usernsFd?: number;
 }
 
-/** Changes mount attributes. Use path '' + AT_EMPTY_PATH to target a mount fd itself. */
-export function mountSetattr(dirFd: number, path: string, flags: number, attr: MountAttr): void {
+/** struct mount_attr as mount_setattr and open_tree_attr take it. */
+function packMountAttr(attr: MountAttr): Buffer {
   const buf = Buffer.alloc(MOUNT_ATTR_SIZE);
   buf.writeBigUInt64LE(BigInt(attr.attrSet ?? 0), 0);
   buf.writeBigUInt64LE(BigInt(attr.attrClr ?? 0), 8);
   buf.writeBigUInt64LE(BigInt(attr.propagation ?? 0), 16);
   buf.writeBigUInt64LE(BigInt(attr.usernsFd ?? 0), 24);
+  return buf;
+}
+
+/** Changes mount attributes. Use path '' + AT_EMPTY_PATH to target a mount fd itself. */
+export function mountSetattr(dirFd: number, path: string, flags: number, attr: MountAttr): void {
+  const buf = packMountAttr(attr);
   check(
     syscall(NR.mount_setattr, 'int', dirFd, 'str', path, 'uint', flags, 'void *', buf, 'size_t', MOUNT_ATTR_SIZE),
     'mount_setattr',
@@ -141,4 +147,21 @@ export function mountSetattr(dirFd: number, path: string, flags: number, attr: M
 /** mount_setattr on a mount fd (detached or attached). */
 export function mountSetattrFd(mountFd: number, attr: MountAttr, recursive = false): void {
   mountSetattr(mountFd, '', AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), attr);
+}
+
+/** open_tree_attr(2) (Linux 6.15): not in libc.ts's table, only used here. */
+const NR_OPEN_TREE_ATTR = 467;
+
+/**
+ * open_tree_attr: open_tree(OPEN_TREE_CLONE) that applies `attr` to the clone before returning
+ * it; unlike mount_setattr it may clear or replace an idmapping the source mount carries.
+ * ENOSYS before Linux 6.15.
+ */
+export function openTreeAttr(dirFd: number, path: string, flags: number, attr: MountAttr): number {
+  const buf = packMountAttr(attr);
+  return check(
+    syscall(NR_OPEN_TREE_ATTR, 'int', dirFd, 'str', path, 'uint', flags, 'void *', buf, 'size_t', MOUNT_ATTR_SIZE),
+    'open_tree_attr',
+    path || undefined,
+  );
 }
