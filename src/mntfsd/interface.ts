@@ -52,7 +52,8 @@ type PartitionInfo (
 method MountImage(
   # Index of the image fd: a regular file or block device, opened read-only or read-write.
   imageFileDescriptor: int,
-  # Index of the target user namespace fd.
+  # Index of the target user namespace fd. Without one, callers other than root get only images
+  # signed by a trusted key, read-only, nosuid and nodev (readOnly false is refused).
   userNamespaceFileDescriptor: ?int,
   # Mount read-only. Untrusted images are always read-only.
   readOnly: ?bool,
@@ -90,17 +91,48 @@ method MountImage(
   singleFileSystem: bool
 )
 
-type MountDirectoryMode (auto, root, foreign, identity)
+# Which UID/GID mapping MountDirectory applies.
+type MountMapMode (
+  # The caller's UID becomes root of the user namespace; nothing else is mapped.
+  root,
+  # The foreign range (0x7FFE0000…0x7FFEFFFF) becomes the namespace's 0…65535.
+  foreign,
+  # No mapping: IDs stay as they are on disk.
+  identity,
+  # peer-owned directory: root; foreign-owned: foreign; anything else: identity.
+  auto
+)
 
-# Not implemented by mountgate.
+# Returns a detached mount fd of a directory, idmapped for the given user namespace. Callers
+# other than root need a user namespace of their own and a directory they own, or one owned by
+# the foreign range below one they own.
 method MountDirectory(
+  # Index of the directory fd (O_PATH allowed).
   directoryFileDescriptor: int,
+  # Index of the target user namespace fd.
   userNamespaceFileDescriptor: ?int,
+  # Mount read-only (default false).
   readOnly: ?bool,
-  mode: ?MountDirectoryMode,
+  mode: ?MountMapMode,
+  # Polkit is not used by mountgate; accepted for compatibility.
   allowInteractiveAuthentication: ?bool
 ) -> (
   mountFileDescriptor: int
+)
+
+# Creates an empty directory owned by the foreign range's root (0x7FFE0000) in a directory the
+# caller owns, and returns an fd of it.
+method MakeDirectory(
+  # Index of the parent directory fd (not O_PATH).
+  parentFileDescriptor: int,
+  # A single file name.
+  name: string,
+  # Access mode (default 0700); setuid, setgid, sticky and world-write bits are dropped.
+  mode: ?int,
+  # Polkit is not used by mountgate; accepted for compatibility.
+  allowInteractiveAuthentication: ?bool
+) -> (
+  directoryFileDescriptor: int
 )
 
 # The image is not a usable disk image.
@@ -115,7 +147,7 @@ error DeniedByImagePolicy()
 error KeyNotFound()
 # The data or hash tree does not match the root hash.
 error VerityFailure()
-# The image fd was opened with flags that are not allowed.
+# A passed fd was opened with flags that are not allowed.
 error BadFileDescriptorFlags(parameter: string)
 `;
 
@@ -134,6 +166,25 @@ export interface MountImageParameters {
   verityDataFileDescriptor?: number | null;
   verityRootHash?: string | null;
   verityRootHashSignature?: string | null;
+  allowInteractiveAuthentication?: boolean | null;
+}
+
+export type MountMapMode = 'root' | 'foreign' | 'identity' | 'auto';
+
+/** MountDirectory's parameters as the server hands them over (see MountImageParameters). */
+export interface MountDirectoryParameters {
+  directoryFileDescriptor: number;
+  userNamespaceFileDescriptor?: number | null;
+  readOnly?: boolean | null;
+  mode?: MountMapMode | null;
+  allowInteractiveAuthentication?: boolean | null;
+}
+
+/** MakeDirectory's parameters as the server hands them over. */
+export interface MakeDirectoryParameters {
+  parentFileDescriptor: number;
+  name: string;
+  mode?: number | null;
   allowInteractiveAuthentication?: boolean | null;
 }
 

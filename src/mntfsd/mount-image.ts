@@ -13,6 +13,7 @@ import { MountFsError, isMountFsError } from './errors.js';
 import type { MountImageParameters } from './interface.js';
 import { evaluatePartition, formatImagePolicy, ImagePolicyError, type Designator, type ImagePolicy, type Protection } from './image-policy.js';
 import { mountBlockDevice, mountForCaller, mountPartition, releasePartitionMount, type PartitionMount } from './mount.js';
+import { MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID } from '../sys/mount-api.js';
 import type { CachedMount, MountCache, VerityBackend } from './mount-cache.js';
 import { setupVerityDevice } from './dm-verity.js';
 // Loaded at the first signature check: pkijs and asn1js cost ~100 ms of daemon start-up.
@@ -125,6 +126,42 @@ export function selectPartitions(image: DissectedImage, policy: ImagePolicy): Se
   return selected;
 }
 
+/**
+ * The caller's target user namespace from userNamespaceFileDescriptor, or null for the host's id
+ * space (none given, or the daemon's own namespace, as in systemd's validate_userns()). Anything
+ * but a user namespace is InvalidParameter. A caller other than root may only name a namespace
+ * it owns: systemd checks no owner, but a mount registered with someone else's namespace would
+ * be handed to a namespace the caller has no say over.
+ */
+export function callerUserNamespace(ctx: CallContext, index: number | null | undefined): number | null {
+  if (index === undefined || index === null) return null;
+  const fd = ctx.fd(index, 'userNamespaceFileDescriptor');
+  let info;
+  try {
+    info = userNamespaceInfo(fd);
+  } catch {
+    throw invalidParameter('userNamespaceFileDescriptor');
+  }
+  if (info.inode === fs.statSync('/proc/self/ns/user').ino) return null;
+  if (ctx.peer.uid !== 0 && info.ownerUid !== ctx.peer.uid) throw permissionDenied();
+  return fd;
+}
+
+/**
+ * Mounts in the host's id space for callers other than root. systemd asks polkit
+ * (io.systemd.mount-file-system.mount-image, no default: without polkit every such call is
+ * PermissionDenied; with its stock policy active local sessions may mount what the untrusted
+ * policy lets through). mountgate has no polkit and allows what cannot raise anyone's
+ * privileges: only partitions whose Verity signature a trusted certificate vouches for (the
+ * untrusted policy, even for images in trusted directories: location says who placed a file,
+ * not what a kernel file system driver may safely parse without verification), always
+ * read-only (readOnly false is PermissionDenied rather than quietly dropped), and nosuid and
+ * nodev on top of the partition's own attributes: the on-disk owners are host ids here, so a
+ * setuid-root program or a device node in the image would otherwise be usable through
+ * /proc/self/fd/N by whoever holds the mount fd.
+ */
+const HOST_ID_SPACE_ATTRS = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+
 export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unknown>, ctx: CallContext) => Promise<HandlerResult> {
   return async (raw, ctx) => {
     // The server validated these against MOUNT_FILE_SYSTEM_IDL before calling us.
@@ -148,23 +185,13 @@ export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unk
     // nsfs, procfs and pidfs inodes look like regular files but are no images.
     if (st.isFile && PSEUDO_FILE_SYSTEMS.has(statfsType(imageFd))) throw invalidParameter('imageFileDescriptor');
 
-    let usernsFd: number | null = null;
-    if (params.userNamespaceFileDescriptor !== undefined && params.userNamespaceFileDescriptor !== null) {
-      usernsFd = ctx.fd(params.userNamespaceFileDescriptor, 'userNamespaceFileDescriptor');
-      let info;
-      try {
-        info = userNamespaceInfo(usernsFd);
-      } catch {
-        throw invalidParameter('userNamespaceFileDescriptor');
-      }
-      // Our own namespace means "no idmapping", as in systemd.
-      if (info.inode === fs.statSync('/proc/self/ns/user').ino) usernsFd = null;
-      else if (ctx.peer.uid !== 0 && info.ownerUid !== ctx.peer.uid) throw permissionDenied();
-    }
-    // Mounts in the host's id space are for root only.
-    if (usernsFd === null && ctx.peer.uid !== 0) throw permissionDenied();
+    const usernsFd = callerUserNamespace(ctx, params.userNamespaceFileDescriptor);
+    // An unprivileged caller without a namespace of its own asks for a mount in the host's id
+    // space (systemd 262's `systemd-dissect --copy-from/--copy-to/--with`): HOST_ID_SPACE_ATTRS.
+    const hostIdSpace = usernsFd === null && ctx.peer.uid !== 0;
+    if (hostIdSpace && params.readOnly === false) throw permissionDenied();
 
-    const trusted = cfg.trustedDirectories.length > 0 && checkTrustedImage(imageFd, cfg.trustedDirectories).trusted;
+    const trusted = !hostIdSpace && cfg.trustedDirectories.length > 0 && checkTrustedImage(imageFd, cfg.trustedDirectories).trusted;
     let policy: ImagePolicy;
     try {
       policy = effectiveImagePolicy(trusted, params.imagePolicy ?? undefined);
@@ -177,7 +204,9 @@ export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unk
     try {
       const image = dissectImage(imageFd);
       const selected = selectPartitions(image, policy);
-      const mounts = await mountSelected(cfg, imageFd, selected, readOnly, usernsFd, ctx);
+      if (hostIdSpace && selected.some((x) => x.protection !== 'signed')) throw new MountFsError('DeniedByImagePolicy', 'host id space: signed partitions only');
+      const extraAttrs = hostIdSpace ? HOST_ID_SPACE_ATTRS : 0;
+      const mounts = await mountSelected(cfg, imageFd, selected, readOnly, usernsFd, ctx, extraAttrs);
       cfg.counters.mountsHandedOut += mounts.length;
       return {
         parameters: {
@@ -224,6 +253,7 @@ async function mountSelected(
   readOnly: boolean,
   usernsFd: number | null,
   ctx: CallContext,
+  extraAttrs: number,
 ): Promise<Mounted[]> {
   const mounted: Mounted[] = [];
   // splice: fds released on disconnect must not be closed again by the catch below.
@@ -234,8 +264,8 @@ async function mountSelected(
       if (!partition.fileSystemType) throw new MountFsError('IncompatibleImage', `${partition.designator}: unknown file system`);
       const m =
         protection === 'unprotected'
-          ? mountUnprotected(imageFd, partition, readOnly, usernsFd)
-          : await mountVerified(cfg, imageFd, partition, protection, usernsFd, ctx.peer.uid);
+          ? mountUnprotected(imageFd, partition, readOnly, usernsFd, extraAttrs)
+          : await mountVerified(cfg, imageFd, partition, protection, usernsFd, ctx.peer.uid, extraAttrs);
       mounted.push({ partition, ...m });
       if (usernsFd !== null && cfg.registerMount) await cfg.registerMount(usernsFd, m.fd);
       if (ctx.disconnected) throw new Error('client disconnected');
@@ -248,11 +278,11 @@ async function mountSelected(
 }
 
 /** Only reachable for trusted images: the policy never lets untrusted ones be unprotected. */
-function mountUnprotected(imageFd: number, p: DissectedPartition, readOnly: boolean, usernsFd: number | null): { fd: number; fileSystemType: string } {
+function mountUnprotected(imageFd: number, p: DissectedPartition, readOnly: boolean, usernsFd: number | null, extraAttrs: number): { fd: number; fileSystemType: string } {
   const fileSystemType = p.fileSystemType!;
   const base = mountPartition({ fd: imageFd, offset: p.offset, size: p.size }, { designator: p.designator, fileSystemType, readOnly });
   try {
-    return { fd: mountForCaller(base, usernsFd, readOnly), fileSystemType };
+    return { fd: mountForCaller(base, usernsFd, readOnly, extraAttrs), fileSystemType };
   } finally {
     releasePartitionMount(base);
   }
@@ -265,6 +295,7 @@ async function mountVerified(
   protection: Protection,
   usernsFd: number | null,
   peerUid: number,
+  extraAttrs: number,
 ): Promise<{ fd: number; fileSystemType: string }> {
   const verity = p.verity!;
   /** DER PKCS#7, once verified here: dm-verity gets it too (dm-verity.ts loadSigned()). */
@@ -296,7 +327,7 @@ async function mountVerified(
           }
         });
   cfg.log.debug({ rootHash, cached, verity: mount.verity }, 'verified partition');
-  return { fd: mountForCaller(mount.partition, usernsFd, true), fileSystemType: mount.fileSystemType };
+  return { fd: mountForCaller(mount.partition, usernsFd, true, extraAttrs), fileSystemType: mount.fileSystemType };
 }
 
 /**

@@ -112,11 +112,12 @@ export function releasePartitionMount(m: PartitionMount): void {
  * resolves to the existing superblock (sget_fc() in get_tree_bdev()): nothing is read or
  * verified again. Cloning the detached base mount with open_tree(OPEN_TREE_CLONE) would be
  * shorter, but kernels before 6.15 refuse to clone a mount that is in no mount namespace
- * (EINVAL), and Debian 13 runs 6.12.
+ * (EINVAL), and Debian 13 runs 6.12. `extraAttrs` (MOUNT_ATTR_*) restrict this caller's mount
+ * beyond the partition's own attributes.
  */
-export function mountForCaller(m: PartitionMount, usernsFd: number | null, readOnly: boolean): number {
+export function mountForCaller(m: PartitionMount, usernsFd: number | null, readOnly: boolean, extraAttrs = 0): number {
   const req = { ...m.request, readOnly: m.request.readOnly || readOnly };
-  const fd = newMount(m.devPath, req, mountAttributes(req));
+  const fd = newMount(m.devPath, req, mountAttributes(req) | extraAttrs);
   try {
     // The base mount holds the device, so its name cannot have been reused; still, hand
     // out nothing but the very superblock that was verified.
