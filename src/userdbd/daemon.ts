@@ -49,7 +49,7 @@ export async function startUserdbd(opts: UserdbdOptions = {}): Promise<Userdbd> 
   const log = opts.logger ?? createLogger('userdbd');
   const env = opts.env ?? process.env;
   const registry = Registry.open(opts.stateDir ?? DEFAULT_STATE_DIR);
-  const resource = new NamespaceResource({ registry, policy: opts.policy, allowWithoutPolicy: opts.allowWithoutPolicy });
+  const resource = new NamespaceResource({ registry, policy: opts.policy, allowWithoutPolicy: opts.allowWithoutPolicy, logger: log });
   const reaped = await resource.reapDead();
   const unmapped = await resource.settlePending();
   resource.manageAll();

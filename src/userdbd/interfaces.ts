@@ -4,17 +4,30 @@
 export const NAMESPACE_RESOURCE_IDL = `# Allocates transient UID/GID ranges for user namespaces handed in by clients.
 interface io.systemd.NamespaceResource
 
+# How AllocateUserRange maps a namespace.
+type AllocateUserRangeType(
+  # A transient UID/GID range from the pool (the default).
+  managed,
+  # The caller's own UID/GID, mapped to itself or to 0; no transient range.
+  self
+)
+
 # Allocate a transient UID/GID range for an empty user namespace (uid_map/gid_map not yet
 # written). The namespace must be owned by the caller. No UIDs are returned: read them off the
 # namespace.
 method AllocateUserRange(
   name: string,
   mangleName: ?bool,
+  # 1 or 65536; 1 with type "self".
   size: int,
+  # First ID inside the namespace (default 0). With type "self": 0, or unset to map the
+  # caller's IDs to themselves.
   target: ?int,
   userNamespaceFileDescriptor: int,
+  # 0-16 extra 64K ranges mapped 1:1 for nested namespaces.
   delegateContainerRanges: ?int,
-  type: ?string,
+  type: ?AllocateUserRangeType,
+  # Also map the foreign UID/GID range (2147352576-2147418111) 1:1.
   mapForeign: ?bool,
   allowInteractiveAuthentication: ?bool
 ) -> (
@@ -45,11 +58,15 @@ method AddControlGroupToUserNamespace(
   allowInteractiveAuthentication: ?bool
 ) -> ()
 
-# Create a veth pair or tap device for a user namespace.
+# Create a veth pair (peer in the namespace's network namespace, named namespaceInterfaceName,
+# default host0) or a tap device (its fd is returned) for a registered user namespace.
 method AddNetworkToUserNamespace(
   userNamespaceFileDescriptor: int,
+  # veth only: a network namespace owned by the user namespace.
   networkNamespaceFileDescriptor: ?int,
+  # veth only.
   namespaceInterfaceName: ?string,
+  # "veth" or "tap".
   mode: string,
   allowInteractiveAuthentication: ?bool
 ) -> (

@@ -1,12 +1,14 @@
 // io.systemd.NamespaceResource (after systemd's nsresourcework.c): hands transient UID/GID
-// ranges to empty user namespaces passed in by their owners, registers initialized ones, and
-// hands out cgroups.
+// ranges (or the caller's own ids, type "self") to empty user namespaces passed in by their
+// owners, registers initialized ones, and hands out cgroups and network interfaces.
 // The daemon never keeps a namespace fd past the call (that would keep it alive); it keeps the
 // inode and NS_GET_ID, learns deaths from the BPF policy and proves them with nsfs handles.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CallContext, Handler, HandlerResult, Service } from '../ipc/server.js';
 import { VarlinkError, invalidParameter, permissionDenied, systemError } from '../ipc/errors.js';
+import { FOREIGN_RANGE } from '../id-ranges.js';
+import type { Logger } from '../log.js';
 import { nsGetParent, openUserNamespaceByHandle, userNamespaceInfo, userNamespaceLiveness, type UserNamespaceInfo } from '../sys/nsfs.js';
 import { fdFlags, statfsType } from '../sys/stat.js';
 import type { UserNamespaceMember } from '../sys/nshelper.js';
@@ -17,6 +19,7 @@ import { nameHash, namespaceName } from './naming.js';
 import { CONTAINER_SIZE, HostIds, pickRange, type IdRange } from './range-allocator.js';
 import type { NamespaceRecord, Registry } from './registry.js';
 import { writeMaps, type MapLine } from './map-writer.js';
+import { MAX_NETIFS, createNetif, hostIfname, isValidIfname, removeNetif, validateNetns, type CreatedNetif, type NetifMode } from './netif.js';
 
 import type { NamespaceDeath, PolicyStatus } from '../bpf/policy.js';
 
@@ -43,6 +46,7 @@ export const NR_ERR = {
   WithoutUserRange: `${IFACE}.UserNamespaceWithoutUserRange`,
   TooManyControlGroups: `${IFACE}.TooManyControlGroups`,
   ControlGroupAlreadyAdded: `${IFACE}.ControlGroupAlreadyAdded`,
+  TooManyNetworkInterfaces: `${IFACE}.TooManyNetworkInterfaces`,
   TooManyDelegations: `${IFACE}.TooManyDelegations`,
 } as const;
 
@@ -62,6 +66,7 @@ export interface NamespaceResourceOptions {
   /** Allocate even though the policy is not enforcing (--allow-without-policy). */
   allowWithoutPolicy?: boolean;
   hostIds?: HostIds;
+  logger?: Logger;
 }
 
 const fail = (name: string): VarlinkError => new VarlinkError(name);
@@ -72,17 +77,44 @@ interface Target {
   parent: { inode: number; fd: number; record?: NamespaceRecord } | null;
 }
 
+/** AllocateUserRange's validated request (validate_target_and_size() in nsresourcework.c). */
+interface AllocRequest {
+  type: 'managed' | 'self';
+  size: number;
+  /** Inside the namespace; undefined only for "self" without one: the caller's ids map to
+   * themselves. */
+  target: number | undefined;
+  delegations: number;
+  mapForeign: boolean;
+}
+
+/** The caller's ids for a "self" allocation: as the daemon sees them (what the record keeps,
+ * as upstream's start_uid/start_gid) and as the parent namespace sees them (the maps' outside). */
+interface SelfIds {
+  uid: number;
+  gid: number;
+  parentUid: number;
+  parentGid: number;
+}
+
+interface Maps {
+  uid: MapLine[];
+  gid: MapLine[];
+}
+
 export class NamespaceResource {
   private readonly registry: Registry;
   private readonly policy: NamespacePolicy | undefined;
   private readonly hostIds: HostIds;
   private readonly ownUserns = fs.statSync('/proc/self/ns/user').ino;
   private readonly policyActive: boolean;
+  private readonly log: Logger | undefined;
 
   constructor(opts: NamespaceResourceOptions) {
     this.registry = opts.registry;
     this.policy = opts.policy;
     this.hostIds = opts.hostIds ?? new HostIds();
+    this.log = opts.logger;
     // Checked once: status() counts the managed map, too slow for every call.
     const st = opts.policy?.status();
     this.policyActive = st !== undefined && ((st.lsm && st.attached) || opts.allowWithoutPolicy === true);
@@ -99,7 +131,7 @@ export class NamespaceResource {
         RegisterUserNamespace: h((p, ctx) => this.register(p, ctx)),
         AddMountToUserNamespace: h((p, ctx) => this.addMount(p, ctx)),
         AddControlGroupToUserNamespace: h((p, ctx) => this.addControlGroup(p, ctx)),
-        // AddNetworkToUserNamespace: not implemented yet (the server answers MethodNotImplemented).
+        AddNetworkToUserNamespace: (p, ctx) => this.addNetwork(p, ctx),
       },
     };
   }
@@ -172,9 +204,13 @@ export class NamespaceResource {
     this.registry.put(done);
   }
 
-  /** Puts every registered namespace (back) under the policy, e.g. after a daemon restart. */
+  /** Puts every registered namespace (back) under the policy, e.g. after a daemon restart;
+   * "self" namespaces get their setgroups() denial back, too. */
   manageAll(): void {
-    for (const rec of this.registry.all()) this.policy?.manage(rec.userns);
+    for (const rec of this.registry.all()) {
+      this.policy?.manage(rec.userns);
+      if (rec.type === 'self') this.policy?.denySetgroups(rec.userns);
+    }
   }
 
   private requirePolicy(): NamespacePolicy {
@@ -184,15 +220,7 @@ export class NamespaceResource {
 
   private async allocate(p: Record<string, unknown>, ctx: CallContext): Promise<Record<string, unknown>> {
     const policy = this.requirePolicy();
-    const size = p.size as number;
-    if (size !== 1 && size !== CONTAINER_SIZE) throw invalidParameter('size');
-    const target = (p.target as number | undefined) ?? 0;
-    if (target < 0 || target + size > UID_INVALID) throw invalidParameter('target');
-    const delegations = (p.delegateContainerRanges as number | undefined) ?? 0;
-    if (delegations < 0) throw invalidParameter('delegateContainerRanges');
-    if (delegations > MAX_DELEGATIONS) throw fail(NR_ERR.TooManyDelegations);
-    if ((p.type ?? 'managed') !== 'managed') throw invalidParameter('type'); // "self" is not supported yet
-    if (p.mapForeign === true) throw invalidParameter('mapForeign');
+    const req = allocRequest(p);
     const name = namespaceName(p.name as string, ctx.peer.uid, p.mangleName === true);
     if (name === null) throw invalidParameter('name');
 
@@ -207,11 +235,14 @@ export class NamespaceResource {
       }
       const t = this.target(fd);
       try {
-        const rec = await this.registry.exclusive(() => this.reserve(t, name, ctx.peer.uid, size, target, delegations));
+        const self = await parentView(t, req, ctx.peer);
+        const { rec, maps } = await this.registry.exclusive(() => this.reserve(t, name, ctx.peer.uid, req, self));
         try {
           policy.manage(rec.userns); // before the maps: the namespace is never mapped without policy
-          const map = mapLines(rec);
-          await writeMaps(fd, member.pid, t.parent?.fd ?? null, map, map);
+          // The caller's own gid may not be dropped by setgroups() inside (upstream denies it
+          // through the BPF hook: /proc/<pid>/setgroups would bind child namespaces, too).
+          if (req.type === 'self') policy.denySetgroups(rec.userns);
+          await writeMaps(fd, member.pid, t.parent?.fd ?? null, maps.uid, maps.gid);
         } catch (e) {
           await this.registry.exclusive(() => this.drop(rec));
           throw e;
@@ -226,8 +257,8 @@ export class NamespaceResource {
     }
   }
 
-  /** Picks the ranges and writes the record; runs under the registry lock. */
-  private reserve(t: Target, name: string, owner: number, size: number, target: number, delegations: number): NamespaceRecord {
+  /** Picks the ranges, builds the maps and writes the record; runs under the registry lock. */
+  private reserve(t: Target, name: string, owner: number, req: AllocRequest, self: SelfIds | null): { rec: NamespaceRecord; maps: Maps } {
     const { info, parent } = t;
     const existing = this.registry.byUserns(info.inode);
     if (existing) {
@@ -237,22 +268,23 @@ export class NamespaceResource {
     if (sameName && !this.reapIfDead(sameName)) throw fail(NR_ERR.NameExists);
     this.enforceOwnerCap(owner);
 
-    let ranges: readonly IdRange[] = WHOLE_ID_SPACE;
-    if (parent) {
-      // Only what the parent got delegated is mapped 1:1 there and may be handed on.
+    // Only what the parent got delegated is mapped 1:1 there and may be handed on (asked for
+    // only when something is picked: a "self" namespace without delegations needs none).
+    const candidates = (): readonly IdRange[] => {
+      if (!parent) return WHOLE_ID_SPACE;
       if (!parent.record) throw fail(NR_ERR.DynamicRangeUnavailable);
-      ranges = parent.record.delegates;
-    }
+      return parent.record.delegates;
+    };
     const taken = new Set<number>();
     const available = (start: number, sz: number): boolean => !taken.has(start) && this.isFree(start, sz, parent?.inode);
     const pick = (sz: number, seed: number): number => {
-      const r = pickRange(ranges, sz, seed, (s) => available(s, sz));
+      const r = pickRange(candidates(), sz, seed, (s) => available(s, sz));
       if (!r.ok) throw fail(r.reason === 'unavailable' ? NR_ERR.DynamicRangeUnavailable : NR_ERR.NoDynamicRange);
       taken.add(r.start);
       return r.start;
     };
-    const start = pick(size, nameHash(name));
-    const delegates = Array.from({ length: delegations }, (_, i) => {
+    const start = self ? self.uid : pick(req.size, nameHash(name));
+    const delegates = Array.from({ length: req.delegations }, (_, i) => {
       const s = pick(CONTAINER_SIZE, nameHash(`${name}/${i}`));
       const prev = parent ? this.registry.byUserns(parent.inode)?.delegates.find((d) => d.start === s) : undefined;
       return { start: s, size: CONTAINER_SIZE, ancestors: parent && prev ? [...prev.ancestors, parent.inode] : [] };
@@ -262,18 +294,24 @@ export class NamespaceResource {
       nsId: info.nsId,
       owner,
       name,
-      size,
+      size: req.size,
       start,
-      target,
-      startGid: start,
-      targetGid: target,
+      target: req.target ?? self?.parentUid ?? 0,
+      startGid: self ? self.gid : start,
+      targetGid: req.target ?? self?.parentGid ?? 0,
+      ...(req.type === 'self' ? { type: 'self' as const } : {}),
+      ...(req.mapForeign ? { mapForeign: true } : {}),
       ...(parent ? { parent: parent.inode } : {}),
       cgroups: [],
       delegates,
       pending: true,
     };
+    const maps = mapLines(rec, self);
+    // The kernel refuses overlapping extents (EINVAL): say which parameter caused it.
+    if (overlaps(maps, 'inside')) throw invalidParameter('target');
+    if (overlaps(maps, 'outside')) throw invalidParameter(req.mapForeign ? 'mapForeign' : 'type');
     this.registry.put(rec);
-    return rec;
+    return { rec, maps };
   }
 
   /** Is [start, start+size) free for a namespace whose parent is `parentInode` (undefined: ours)? */
@@ -307,7 +345,7 @@ export class NamespaceResource {
   }
 
   /** Forgets a namespace: registry record (delegations return to the previous holder), policy
-   * entry, delegated cgroups. Runs under the registry lock. */
+   * entry, delegated cgroups, host-side network interfaces. Runs under the registry lock. */
   private drop(rec: NamespaceRecord): void {
     this.registry.remove(rec.userns);
     try {
@@ -316,6 +354,13 @@ export class NamespaceResource {
       // the kernel drops entries of dead namespaces itself
     }
     for (const cg of rec.cgroups) removeCgroup(cg);
+    for (const n of rec.netifs ?? []) {
+      try {
+        removeNetif(n.name);
+      } catch (err) {
+        this.log?.warn({ err, userns: rec.userns, netif: n.name }, 'host interface of a released namespace not removed');
+      }
+    }
   }
 
   private async register(p: Record<string, unknown>, ctx: CallContext): Promise<Record<string, unknown>> {
@@ -390,6 +435,58 @@ export class NamespaceResource {
     return {};
   }
 
+  /** vl_method_add_netif_to_user_namespace() in nsresourcework.c: a veth pair whose peer goes to
+   * the namespace's network namespace, or a tap device whose fd is handed back. */
+  private async addNetwork(p: Record<string, unknown>, ctx: CallContext): Promise<HandlerResult> {
+    this.requirePolicy();
+    const usernsFd = ctx.fd(p.userNamespaceFileDescriptor, 'userNamespaceFileDescriptor');
+    if (ctx.peer.uid !== 0 && this.inspect(usernsFd).ownerUid !== ctx.peer.uid) throw permissionDenied();
+    const netnsIndex = p.networkNamespaceFileDescriptor ?? undefined;
+    const netnsFd = netnsIndex === undefined ? undefined : ctx.fd(netnsIndex, 'networkNamespaceFileDescriptor');
+    if (netnsFd !== undefined) validateNetns(netnsFd, usernsFd, ctx.peer.uid);
+    const requested = (p.namespaceInterfaceName ?? undefined) as string | undefined;
+    if (requested !== undefined && !isValidIfname(requested)) throw invalidParameter('namespaceInterfaceName');
+    const mode = p.mode as string;
+    if (mode === 'veth') {
+      if (netnsFd === undefined) throw invalidParameter('networkNamespaceFileDescriptor');
+    } else if (mode === 'tap') {
+      // The tap's fd is the namespace's side: neither a network namespace nor a name applies.
+      if (requested !== undefined) throw invalidParameter('namespaceInterfaceName');
+      if (netnsFd !== undefined) throw invalidParameter('networkNamespaceFileDescriptor');
+    } else {
+      throw invalidParameter('mode');
+    }
+    this.registeredRecord(usernsFd);
+    // The tap belongs to the namespace's root as the daemon sees it (userns_get_base_uid()).
+    const tapOwner = mode === 'tap' ? await rootUid(usernsFd) : undefined;
+
+    const created: CreatedNetif = await this.registry.exclusive(() => {
+      const rec = this.registeredRecord(usernsFd);
+      const before = rec.netifs ?? [];
+      const hostName = hostIfname(rec.name, requested);
+      // The same name again (same namespace-side name, or a tap after the default veth, as
+      // upstream) is the same host link: the kernel answers EEXIST while it exists. One whose
+      // link is gone (a closed tap) may be made again without counting twice.
+      const known = before.some((n) => n.name === hostName);
+      if (!known && before.length >= MAX_NETIFS) throw fail(NR_ERR.TooManyNetworkInterfaces);
+      if (ctx.peer.uid !== 0 && ctx.peer.uid !== rec.owner) throw permissionDenied();
+      // Recorded before it exists: whatever happens next, releasing the namespace removes it.
+      const entry = { name: hostName, mode: mode as NetifMode };
+      this.registry.put({ ...rec, netifs: [...before.filter((n) => n.name !== hostName), entry] });
+      try {
+        return createNetif({ mode: entry.mode, owner: rec.owner, nsName: rec.name, requested, netnsFd, tapOwner }, hostName, (err) =>
+          this.log?.warn({ err, method: ctx.method, uid: ctx.peer.uid, netif: hostName }, 'alternative interface name not set'),
+        );
+      } catch (e) {
+        const cur = this.registry.byUserns(rec.userns);
+        if (cur) this.registry.put({ ...cur, netifs: before });
+        throw e;
+      }
+    });
+    if (created.fd !== undefined) return { parameters: { hostInterfaceName: created.hostName, interfaceFileDescriptor: 0 }, fds: [created.fd] };
+    return { parameters: { hostInterfaceName: created.hostName, namespaceInterfaceName: created.namespaceName } };
+  }
+
   /** Checks the fd is a user namespace other than ours and, for non-root peers, theirs, then
    * spawns the helper that joins it (needed to read and write its maps). */
   private async joinValidated(fd: number, peerUid: number): Promise<UserNamespaceMember> {
@@ -434,12 +531,96 @@ export class NamespaceResource {
   }
 }
 
-/** The map lines of an allocation: the transient range plus each delegated range 1:1. */
-function mapLines(rec: NamespaceRecord): MapLine[] {
-  return [
-    { inside: rec.target ?? 0, outside: rec.start ?? 0, count: rec.size },
+/** validate_target_and_size() in nsresourcework.c: "self" maps exactly the caller's ids, to
+ * themselves or to 0; "managed" a pool range of 1 or 65536 to any target that fits. */
+function allocRequest(p: Record<string, unknown>): AllocRequest {
+  const type = (p.type ?? 'managed') as AllocRequest['type']; // the IDL's enum let nothing else through
+  const size = p.size as number;
+  const target = (p.target ?? undefined) as number | undefined;
+  if (type === 'self') {
+    if (size !== 1) throw invalidParameter('size');
+    if (target !== undefined && target !== 0) throw invalidParameter('target');
+  } else {
+    if (size !== 1 && size !== CONTAINER_SIZE) throw invalidParameter('size');
+    if (target !== undefined && (target < 0 || target + size > UID_INVALID)) throw invalidParameter('target');
+  }
+  const delegations = (p.delegateContainerRanges as number | undefined) ?? 0;
+  if (delegations < 0) throw invalidParameter('delegateContainerRanges');
+  if (delegations > MAX_DELEGATIONS) throw fail(NR_ERR.TooManyDelegations);
+  return { type, size, target: type === 'self' ? target : (target ?? 0), delegations, mapForeign: p.mapForeign === true };
+}
+
+/**
+ * What a "self" or foreign mapping needs from the parent namespace (the maps name the parent's
+ * ids): the caller's ids as the parent sees them, and that the parent maps the foreign range
+ * 1:1 (uid_range_translate() in upstream's write_userns()). The daemon's own namespace maps
+ * everything to itself.
+ */
+async function parentView(t: Target, req: AllocRequest, peer: { uid: number; gid: number }): Promise<SelfIds | null> {
+  if (req.type !== 'self' && !req.mapForeign) return null;
+  const maps = t.parent ? await usernsMaps(t.parent.fd) : null;
+  const toParent = (lines: MapLine[] | undefined, id: number): number | null => {
+    if (!lines) return id;
+    const l = lines.find((x) => id >= x.outside && id - x.outside < x.count);
+    return l ? l.inside + (id - l.outside) : null;
+  };
+  if (req.mapForeign) {
+    for (const lines of [maps?.uid, maps?.gid]) {
+      const l = lines?.find((x) => x.outside <= FOREIGN_RANGE.start && FOREIGN_RANGE.start - x.outside < x.count);
+      if (lines && !(l && l.inside === l.outside && l.outside + l.count >= FOREIGN_RANGE.start + FOREIGN_RANGE.size)) throw systemError('ERANGE');
+    }
+  }
+  if (req.type !== 'self') return null;
+  const parentUid = toParent(maps?.uid, peer.uid);
+  const parentGid = toParent(maps?.gid, peer.gid);
+  if (parentUid === null || parentGid === null) throw systemError('ERANGE');
+  return { uid: peer.uid, gid: peer.gid, parentUid, parentGid };
+}
+
+/** The map lines of an allocation: the transient range (or the caller's own ids), each
+ * delegated range 1:1, then the foreign range 1:1 if asked for (upstream's write_userns()). */
+function mapLines(rec: NamespaceRecord, self: SelfIds | null): Maps {
+  const extra: MapLine[] = [
     ...rec.delegates.map((d) => ({ inside: d.start, outside: d.start, count: d.size })),
+    ...(rec.mapForeign ? [{ inside: FOREIGN_RANGE.start, outside: FOREIGN_RANGE.start, count: FOREIGN_RANGE.size }] : []),
   ];
+  return {
+    uid: [{ inside: rec.target ?? 0, outside: self ? self.parentUid : (rec.start ?? 0), count: rec.size }, ...extra],
+    gid: [{ inside: rec.targetGid ?? 0, outside: self ? self.parentGid : (rec.startGid ?? 0), count: rec.size }, ...extra],
+  };
+}
+
+function overlaps(maps: Maps, side: 'inside' | 'outside'): boolean {
+  return [maps.uid, maps.gid].some((lines) => {
+    const sorted = [...lines].sort((a, b) => a[side] - b[side]);
+    return sorted.some((l, i) => i > 0 && sorted[i - 1]![side] + sorted[i - 1]!.count > l[side]);
+  });
+}
+
+/** The maps of the user namespace `fd` as the daemon sees them (a member reads them). */
+async function usernsMaps(fd: number): Promise<Maps> {
+  const member = await joinUserNamespace(fd);
+  try {
+    const parse = (text: string): MapLine[] =>
+      text
+        .split('\n')
+        .filter((l) => l.trim())
+        .map((l) => {
+          const [inside, outside, count] = l.trim().split(/\s+/).map(Number);
+          return { inside: inside!, outside: outside!, count: count! };
+        });
+    return { uid: parse(readMap(member.pid, 'uid_map')), gid: parse(readMap(member.pid, 'gid_map')) };
+  } finally {
+    await member.release();
+  }
+}
+
+/** The uid that the namespace's uid 0 is (upstream: userns_get_base_uid(); ENXIO if unmapped). */
+async function rootUid(fd: number): Promise<number> {
+  const { uid } = await usernsMaps(fd);
+  const l = uid.find((x) => x.inside === 0);
+  if (!l) throw systemError('ENXIO');
+  return l.outside;
 }
 
 function readMap(pid: number, file: 'uid_map' | 'gid_map'): string {

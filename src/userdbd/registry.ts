@@ -15,6 +15,12 @@ const DelegationSchema = z.object({
   ancestors: z.array(z.int().check(z.nonnegative())),
 });
 
+const NetifSchema = z.object({
+  /** Host-side interface name (removed when the namespace is released). */
+  name: z.string().check(z.minLength(1), z.maxLength(15)),
+  mode: z.enum(['veth', 'tap']),
+});
+
 const RecordSchema = z.object({
   userns: z.int().check(z.nonnegative()),
   /** NS_GET_ID as a decimal string ("" on kernels without it). */
@@ -27,6 +33,13 @@ const RecordSchema = z.object({
   target: z.optional(z.int().check(z.nonnegative())),
   startGid: z.optional(z.int().check(z.nonnegative())),
   targetGid: z.optional(z.int().check(z.nonnegative())),
+  /** "self": the owner's own uid/gid (start/startGid, as the daemon sees them) is mapped instead
+   * of a transient range; such a record holds no range. Absent: "managed". */
+  type: z.optional(z.enum(['managed', 'self'])),
+  /** The foreign range (src/id-ranges.ts) is mapped 1:1 as well. */
+  mapForeign: z.optional(z.boolean()),
+  /** Host-side network interfaces handed to the namespace (AddNetworkToUserNamespace). */
+  netifs: z.optional(z.array(NetifSchema)),
   /** Inode of the parent user namespace when it is not the daemon's own (nested allocation). */
   parent: z.optional(z.int().check(z.nonnegative())),
   cgroups: z.array(z.string()),
@@ -36,6 +49,7 @@ const RecordSchema = z.object({
 });
 
 export type Delegation = z.infer<typeof DelegationSchema>;
+export type Netif = z.infer<typeof NetifSchema>;
 export type NamespaceRecord = z.infer<typeof RecordSchema>;
 
 export class RegistryLockedError extends Error {
@@ -162,8 +176,8 @@ export class Registry {
   private index(rec: NamespaceRecord): void {
     this.byInode.set(rec.userns, rec);
     this.byName.set(rec.name, rec.userns);
-    if (rec.size > 0 && rec.start !== undefined) this.byUid.set(rec.start, rec.userns);
-    if (rec.size > 0 && rec.startGid !== undefined) this.byGid.set(rec.startGid, rec.userns);
+    if (holdsRange(rec) && rec.start !== undefined) this.byUid.set(rec.start, rec.userns);
+    if (holdsRange(rec) && rec.startGid !== undefined) this.byGid.set(rec.startGid, rec.userns);
     let owned = this.byOwner.get(rec.owner);
     if (!owned) this.byOwner.set(rec.owner, (owned = new Set()));
     owned.add(rec.userns);
@@ -213,6 +227,12 @@ export class Registry {
     }
     throw new RegistryLockedError(`cannot lock ${this.dir}`);
   }
+}
+
+/** Whether the record's start/startGid are a transient range it holds (a "self" namespace maps
+ * its owner's ids, which no allocation may treat as taken or hand out). */
+export function holdsRange(rec: NamespaceRecord): boolean {
+  return rec.size > 0 && rec.type !== 'self';
 }
 
 function safeJson(text: string): unknown {

@@ -32,7 +32,13 @@ type Namespace (
   base: int,
   size: int,
   # Extra 64K ranges delegated for nested containers (their first ids).
-  delegations: []int
+  delegations: []int,
+  # "managed", or "self": base is the owner's own uid, no range is held.
+  type: ?string,
+  # The foreign range is mapped 1:1 as well.
+  mapForeign: ?bool,
+  # Host-side network interfaces handed to the namespace.
+  networkInterfaces: ?[]string
 )
 
 method GetStatus() -> (
@@ -57,6 +63,9 @@ export function userdbdStatusService(registry: Registry, policy: NamespacePolicy
               base: r.start ?? 0,
               size: r.size,
               delegations: r.delegates.map((d) => d.start),
+              type: r.type ?? 'managed',
+              mapForeign: r.mapForeign === true,
+              networkInterfaces: (r.netifs ?? []).map((n) => n.name),
             })),
           },
         };

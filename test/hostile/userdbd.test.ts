@@ -21,6 +21,7 @@ const ALLOC = `${NR}.AllocateUserRange`;
 const REGISTER = `${NR}.RegisterUserNamespace`;
 const ADD_MOUNT = `${NR}.AddMountToUserNamespace`;
 const ADD_CGROUP = `${NR}.AddControlGroupToUserNamespace`;
+const ADD_NET = `${NR}.AddNetworkToUserNamespace`;
 const UDB = 'io.systemd.UserDatabase';
 const INVALID = 'org.varlink.service.InvalidParameter';
 const DENIED = 'org.varlink.service.PermissionDenied';
@@ -139,6 +140,7 @@ describe('wrong fds for userNamespaceFileDescriptor', () => {
     [REGISTER, { name: 'fdcase', userNamespaceFileDescriptor: 0 }, () => []],
     [ADD_MOUNT, { userNamespaceFileDescriptor: 0, mountFileDescriptor: 1 }, () => [fs.openSync(dir, 'r')]],
     [ADD_CGROUP, { userNamespaceFileDescriptor: 0, controlGroupFileDescriptor: 1 }, () => [fs.openSync(cgroupDir, 'r')]],
+    [ADD_NET, { userNamespaceFileDescriptor: 0, mode: 'tap' }, () => []],
   ];
   for (const [method, params, extra] of methods) {
     const short = method.slice(NR.length + 1);
@@ -244,10 +246,16 @@ describe("another user's namespace, mapped namespaces, root-only methods (uid 10
     errIs(await a1000.call(ADD_MOUNT, { userNamespaceFileDescriptor: 0, mountFileDescriptor: 1 }, [own1000.fd, A_CGROUP]), DENIED);
     await afterCase('AddMount as 1000');
   });
-  test('AddNetworkToUserNamespace → MethodNotImplemented, its fds closed', async () => {
-    const r = await a1000.call(`${NR}.AddNetworkToUserNamespace`, { userNamespaceFileDescriptor: 0, networkNamespaceFileDescriptor: 1, mode: 'veth' }, [own1000.fd, A_CGROUP]);
-    assert.equal(r.error, 'org.varlink.service.MethodNotImplemented', JSON.stringify(r));
+  test('AddNetworkToUserNamespace with a directory for the network namespace → InvalidParameter, its fds closed', async () => {
+    const r = await a1000.call(ADD_NET, { userNamespaceFileDescriptor: 0, networkNamespaceFileDescriptor: 1, mode: 'veth' }, [own1000.fd, A_CGROUP]);
+    errIs(r, INVALID, 'networkNamespaceFileDescriptor');
     await afterCase('AddNetwork');
+  });
+  test("AddNetworkToUserNamespace for uid 1001's namespace → PermissionDenied, no interface", async () => {
+    const links = fs.readdirSync('/sys/class/net');
+    errIs(await a1000.call(ADD_NET, { userNamespaceFileDescriptor: 0, mode: 'tap' }, [A_OWN1001]), DENIED);
+    assert.deepEqual(fs.readdirSync('/sys/class/net'), links);
+    await afterCase('AddNetwork 1001 ns');
   });
   test('AllocateUserRange for a namespace with maps written → InvalidParameter (uid 1000 and root)', async () => {
     errIs(await a1000.call(ALLOC, { name: 'mapped', size: 65536, userNamespaceFileDescriptor: 0 }, [A_MAPPED]), INVALID, 'userNamespaceFileDescriptor');
@@ -386,9 +394,12 @@ describe('numbers, floats, nulls and wrong types', () => {
     ['name 5', { name: 5 }, INVALID, 'name'],
     ['name ["x"]', { name: ['x'] }, INVALID, 'name'],
     ['mangleName "yes"', { mangleName: 'yes' }, INVALID, 'mangleName'],
-    ['type "self" (not supported)', { type: 'self' }, INVALID, 'type'],
+    ['type "self" with size 65536', { type: 'self' }, INVALID, 'size'],
+    ['type "self" with target 1', { type: 'self', size: 1, target: 1 }, INVALID, 'target'],
+    ['type "identity" (not in the enum)', { type: 'identity' }, INVALID, 'type'],
     ['type 7', { type: 7 }, INVALID, 'type'],
-    ['mapForeign true (not supported)', { mapForeign: true }, INVALID, 'mapForeign'],
+    ['mapForeign "yes"', { mapForeign: 'yes' }, INVALID, 'mapForeign'],
+    ['mapForeign with a target inside the foreign range', { mapForeign: true, target: 0x7ffe0000 }, INVALID, 'target'],
   ];
   for (const [what, patch, error, parameter] of cases) {
     test(`AllocateUserRange: ${what} → ${error.split('.').pop()}`, async () => {
