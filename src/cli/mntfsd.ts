@@ -19,7 +19,12 @@ Options:
   --verity BACKEND     how verified partitions are served: dm-verity (kernel device-mapper),
                        copy (verified into private memory), auto (default: dm-verity when
                        /dev/mapper/control and the verity target exist, else copy)
-  --state-dir DIR      accepted for symmetry with userdbd; mntfsd keeps its state in memory
+  --state-dir DIR      root-only directory (created 0700 if missing) for verified copies that
+                       do not fit --copy-memory, as unnamed files that vanish with the daemon
+                       (default: none, copies stay in memory)
+  --copy-memory BYTES  memory for verified copies, with an optional K/M/G suffix (default: a
+                       quarter of this machine's memory); unused copies are evicted to stay
+                       within it, and new copies that still do not fit go to --state-dir
   --idle-exit SECONDS  exit after this long without connections
   -h, --help           show this text
 `;
@@ -32,11 +37,14 @@ export async function mntfsdCommand(args: string[]): Promise<number> {
     'verity-certs': { type: 'string', multiple: true },
     'trusted-dir': { type: 'string', multiple: true },
     verity: { type: 'string' },
+    'copy-memory': { type: 'string' },
   });
   if (typeof parsed === 'number') return parsed;
   const { values, idleExitSeconds } = parsed;
   const verity = values.verity ?? 'auto';
   if (verity !== 'auto' && verity !== 'dm-verity' && verity !== 'copy') return usageError(MNTFSD, '--verity must be auto, dm-verity or copy');
+  const copyMemoryBudget = values['copy-memory'] === undefined ? undefined : parseBytes(values['copy-memory']);
+  if (copyMemoryBudget === null) return usageError(MNTFSD, '--copy-memory must be a number of bytes, optionally with K, M or G');
   const daemon = startMntfsd({
     listen: values.listen,
     userdbd: values.userdbd === 'none' ? null : values.userdbd,
@@ -44,7 +52,17 @@ export async function mntfsdCommand(args: string[]): Promise<number> {
     trustedDirectories: values['trusted-dir'],
     idleExitSeconds,
     verity,
+    stateDir: values['state-dir'],
+    copyMemoryBudget,
   });
   stopOnSignals(() => daemon.close());
   return -1;
+}
+
+/** "512M" → 536870912 (binary suffixes, as systemd's parse_size()); null if malformed. */
+export function parseBytes(s: string): number | null {
+  const m = /^(\d+)([KMGT]?)(i?B)?$/i.exec(s.trim());
+  if (!m) return null;
+  const n = Number(m[1]) * 1024 ** 'BKMGT'.indexOf((m[2] || 'B').toUpperCase());
+  return Number.isSafeInteger(n) ? n : null;
 }

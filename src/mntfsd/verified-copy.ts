@@ -5,6 +5,11 @@
 // 1). Once written, the writable fd is closed and the instance remounted read-only, which the
 // kernel refuses while any writer is left: from then on nobody can change the bytes, which is
 // what a memfd's write seal gave.
+//
+// A copy that does not fit the memory budget (mount-cache.ts) goes to disk instead: an
+// unnamed file (O_TMPFILE) in a root-only state directory. It has no name from the start, so
+// nothing is left behind however the daemon ends (kill -9 included), and nobody but root can
+// reach it: no path leads to it, and the directory it was made in is root's, mode 0700.
 import fs from 'node:fs';
 import {
   fsconfigCreate,
@@ -23,6 +28,12 @@ const HUGE_PAGE = 2 * 1024 * 1024;
 /** What /proc/<pid>/fd and a loop device's backing_file show for a copy. */
 export const FILE_NAME = 'mountgate-verified';
 
+/** open(2)'s O_TMPFILE on x86-64 (__O_TMPFILE | O_DIRECTORY); Node has no constant for it. */
+const O_TMPFILE = 0o20200000;
+
+/** Where a copy's bytes live: a private tmpfs instance, or an unnamed file in `stateDir`. */
+export type CopyPlace = { where: 'memory' } | { where: 'disk'; stateDir: string };
+
 export interface CopyTarget {
   /** Writable fd of a file already `size` bytes long (sparse); write the verified bytes here. */
   readonly fd: number;
@@ -33,7 +44,61 @@ export interface CopyTarget {
   discard(): void;
 }
 
-export function createCopyTarget(size: number): CopyTarget {
+export function createCopyTarget(size: number, place: CopyPlace = { where: 'memory' }): CopyTarget {
+  return place.where === 'disk' ? diskTarget(size, place.stateDir) : memoryTarget(size);
+}
+
+/**
+ * Checks the state directory for copies, creating it (root, 0700) when it is missing: it must
+ * be a directory, not a symbolic link, owned by root, with no access for group or others, on a
+ * file system that supports O_TMPFILE. Throws otherwise.
+ */
+export function prepareStateDir(dir: string): void {
+  try {
+    fs.mkdirSync(dir, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  const st = fs.lstatSync(dir);
+  if (!st.isDirectory() || st.uid !== 0 || (st.mode & 0o077) !== 0)
+    throw new Error(`state directory ${dir} must be a directory owned by root with mode 0700 (is ${st.isDirectory() ? `uid ${st.uid}, mode ${(st.mode & 0o7777).toString(8)}` : 'not a directory'})`);
+  // Fails now (EOPNOTSUPP, EISDIR on old kernels) rather than at the first copy.
+  fs.closeSync(fs.openSync(dir, O_TMPFILE | fs.constants.O_RDWR, 0o400));
+}
+
+/** An unnamed file in `stateDir`; it goes away with its last fd (the loop device's). */
+function diskTarget(size: number, stateDir: string): CopyTarget {
+  const dirFd = fs.openSync(stateDir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
+  let file = -1;
+  try {
+    // Checked on every copy, not only at start: the directory may have been replaced.
+    const st = fs.fstatSync(dirFd);
+    if (st.uid !== 0 || (st.mode & 0o077) !== 0) throw new Error(`state directory ${stateDir} is no longer root-only`);
+    file = fs.openSync(`/proc/self/fd/${dirFd}`, O_TMPFILE | fs.constants.O_RDWR, 0o400);
+    fs.ftruncateSync(file, size);
+  } catch (err) {
+    if (file >= 0) fs.closeSync(file);
+    throw err;
+  } finally {
+    fs.closeSync(dirFd);
+  }
+  let writer = file;
+  return {
+    fd: file,
+    freeze(): number {
+      const ro = fs.openSync(`/proc/self/fd/${writer}`, fs.constants.O_RDONLY);
+      fs.closeSync(writer);
+      writer = -1;
+      return ro;
+    },
+    discard(): void {
+      if (writer >= 0) fs.closeSync(writer);
+      writer = -1;
+    },
+  };
+}
+
+function memoryTarget(size: number): CopyTarget {
   const fds: number[] = [];
   const closeAll = (): void => {
     for (const fd of fds.splice(0)) fs.closeSync(fd);

@@ -8,7 +8,7 @@ import { native } from '../native/index.js';
 import { isSysError } from '../sys/errors.js';
 import { F_SEAL_SHRINK, F_SEAL_WRITE, getSeals } from '../sys/memfd.js';
 import { createCopyTarget, type CopyTarget } from './verified-copy.js';
-import type { CopyStorageOptions } from './mount-cache.js';
+import type { CopyReservation, CopyStorage } from './mount-cache.js';
 import { incompatible, verityFailure } from './errors.js';
 import { readAt } from './ddi/gpt.js';
 
@@ -121,8 +121,9 @@ export interface VerifyOptions {
   /** Copy unless the source is immutable (default). false: verify in place, return no fd. */
   copy?: boolean;
   onProgress?: (done: number, total: number) => void;
-  /** Where the copy may be kept (memory budget, state directory). */
-  storage?: CopyStorageOptions;
+  /** Where the copy goes (memory or the state directory) and who counts its bytes
+   * (mount-cache.ts); default: memory, uncounted. */
+  storage?: CopyStorage;
 }
 
 /** A memfd with write and shrink seals cannot change any more: no copy needed. */
@@ -195,7 +196,14 @@ export async function verifyPartition(srcFd: number, data: Extent, hash: Extent,
   const expected = top >= 0 ? levelBuf(0) : rootHash;
   const [expHbs, expPer] = top >= 0 ? [hbs, per] : [DIGEST_SIZE, 1];
   const inPlace = opts.copy === false || isImmutable(srcFd);
-  const copy: CopyTarget | null = inPlace ? null : createCopyTarget(dataBytes);
+  const reservation: CopyReservation | undefined = inPlace ? undefined : opts.storage?.reserve(dataBytes, rootHash.toString('hex'));
+  let copy: CopyTarget | null = null;
+  try {
+    copy = inPlace ? null : createCopyTarget(dataBytes, reservation?.place);
+  } catch (err) {
+    reservation?.release();
+    throw err;
+  }
   const dst = copy ? copy.fd : -1;
   try {
     const blocksPerSlice = SLICE_BYTES / sb.dataBlockSize;
@@ -220,6 +228,7 @@ export async function verifyPartition(srcFd: number, data: Extent, hash: Extent,
     return { fd, offset: data.offset, size: dataBytes, copied: false, superblock: sb };
   } catch (err) {
     copy?.discard();
+    reservation?.release();
     throw err;
   }
 }
