@@ -175,7 +175,7 @@ function transientBase(maps: IdMaps): number {
  * another mount namespace than the daemon's; upstream then forks into the caller's to clone
  * it there, mountgate does not.
  */
-function cloneDirectory(fd: number): number {
+function cloneDirectory(fd: number, log: Logger, peerPid: number): number {
   const flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW;
   try {
     return openTreeAttr(fd, '', flags, { attrClr: MOUNT_ATTR_IDMAP });
@@ -183,7 +183,20 @@ function cloneDirectory(fd: number): number {
     // ENOSYS: older kernel; EINVAL: a file system without idmap support, or another namespace.
     if (!isSysError(err, 'ENOSYS') && !isSysError(err, 'EINVAL')) throw err;
   }
-  return openTree(fd, '', flags);
+  try {
+    return openTree(fd, '', flags);
+  } catch (err) {
+    if (isSysError(err, 'EINVAL') && otherMountNamespace(peerPid)) log.warn({ method: 'MountDirectory', pid: peerPid }, 'directory fd from another mount namespace than the daemon\'s: cannot clone it');
+    throw err;
+  }
+}
+
+function otherMountNamespace(pid: number): boolean {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/ns/mnt`) !== fs.readlinkSync('/proc/self/ns/mnt');
+  } catch {
+    return true;
+  }
 }
 
 async function mountDirectory(cfg: DirectoryConfig, p: MountDirectoryParameters, ctx: CallContext): Promise<HandlerResult> {
@@ -208,7 +221,7 @@ async function mountDirectory(cfg: DirectoryConfig, p: MountDirectoryParameters,
     idmap = { uid: [line], gid: [line] };
   }
 
-  const mountFd = cloneDirectory(dirFd);
+  const mountFd = cloneDirectory(dirFd, cfg.log, ctx.peer.pid);
   try {
     // Dropping an idmapping may change who owns the tree: refuse then (mountwork.c does too).
     const cloned = fs.fstatSync(mountFd);
