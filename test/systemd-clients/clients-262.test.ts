@@ -4,8 +4,11 @@
 // MakeDirectory, AllocateUserRange's `self` type and foreign range, and AddNetworkToUserNamespace;
 // every one of its client paths must work against ours as it does against upstream's.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { FOREIGN_RANGE } from '../../src/id-ranges.js';
 import { CONTAINER_SIZE, CONTAINER_WINDOW } from '../../src/userdbd/range-allocator.js';
 import { assertTransientRoot, HELLO, inChroot, listTree, PAYLOAD, sha256, startClientHarness, type ClientHarness, type DissectReport } from './harness.js';
 
@@ -89,4 +92,80 @@ test('systemd-nspawn --private-users-delegate=1: a caller inside the container g
   assert.equal(map[2], CONTAINER_SIZE, out);
   assert.ok(map[1]! >= CONTAINER_WINDOW.min && map[1]! <= CONTAINER_WINDOW.max, `nested range inside the delegated one: ${out}`);
   assert.notEqual(map[1], 0, out);
+});
+
+test('mkosi sandbox with ForeignUIDRange=yes: AllocateUserRange type "self" and mapForeign', async () => {
+  const out = await h.ok(1000, [
+    'sh', '-c',
+    "mkdir -p /tmp/mk && cd /tmp/mk && printf '[Distribution]\\nDistribution=custom\\n[Build]\\nForeignUIDRange=yes\\n' >mkosi.conf && mkosi sandbox -- sh -c 'id -u; cat /proc/self/uid_map'",
+  ]);
+  const lines = out.trim().split('\n');
+  assert.equal(lines[0], '1000', out);
+  const map = lines.slice(1).map((l) => l.trim().split(/\s+/).map(Number));
+  assert.deepEqual(map[0], [1000, 1000, 1], `the caller itself, as type "self" maps it: ${out}`);
+  assert.ok(map.some((m) => m[0] === FOREIGN_RANGE.start && m[1] === FOREIGN_RANGE.start && m[2] === FOREIGN_RANGE.size), `the foreign range 1:1: ${out}`);
+});
+
+test('varlinkctl: AllocateUserRange type "self" maps the caller alone; mapForeign adds the foreign range 1:1', async () => {
+  const self = await h.ok(1000, ['sh', '-c', `${WITH_USERNS} varlinkctl --push-fd=/proc/$P/ns/user call ${NR} io.systemd.NamespaceResource.AllocateUserRange '{"name":"vself","size":1,"type":"self","userNamespaceFileDescriptor":0}' >/dev/null && cat /proc/$P/uid_map /proc/$P/gid_map; kill $P`]);
+  assert.deepEqual(self.trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number)), [[0, 1000, 1], [0, 1000, 1]], self);
+  const foreign = await h.ok(1000, ['sh', '-c', `${WITH_USERNS} varlinkctl --push-fd=/proc/$P/ns/user call ${NR} io.systemd.NamespaceResource.AllocateUserRange '{"name":"vfor","size":65536,"mapForeign":true,"userNamespaceFileDescriptor":0}' >/dev/null && cat /proc/$P/uid_map; kill $P`]);
+  const map = foreign.trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number));
+  assert.deepEqual([map[0]![0], map[0]![2]], [0, CONTAINER_SIZE], foreign);
+  assert.ok(map.some((m) => m[0] === FOREIGN_RANGE.start && m[1] === FOREIGN_RANGE.start && m[2] === FOREIGN_RANGE.size), foreign);
+});
+
+test('varlinkctl: AddNetworkToUserNamespace puts a veth end into the caller\'s network namespace', async () => {
+  const out = await h.ok(1000, ['sh', '-c',
+    `unshare --user --net sleep 60 & P=$!; sleep 0.3; varlinkctl --push-fd=/proc/$P/ns/user call ${NR} io.systemd.NamespaceResource.AllocateUserRange '{"name":"vnet","size":65536,"userNamespaceFileDescriptor":0}' >/dev/null &&
+     varlinkctl --push-fd=/proc/$P/ns/user --push-fd=/proc/$P/ns/net call ${NR} io.systemd.NamespaceResource.AddNetworkToUserNamespace '{"userNamespaceFileDescriptor":0,"networkNamespaceFileDescriptor":1,"namespaceInterfaceName":"host0","mode":"veth"}' && echo DEV && cat /proc/$P/net/dev; kill $P`]);
+  const [reply, dev] = out.split('DEV');
+  const r = JSON.parse(reply!) as { hostInterfaceName: string; namespaceInterfaceName: string };
+  assert.equal(r.namespaceInterfaceName, 'host0', out);
+  assert.match(dev!, /^\s*host0:/m, out);
+  assert.ok(r.hostInterfaceName.length > 0 && r.hostInterfaceName.length <= 15, out);
+});
+
+/** A tree owned by the foreign range, as `systemd-dissect --shift DIR foreign` leaves it, in a
+ * directory of uid 1000's (upstream's rule: a foreign tree is the caller's if an ancestor is). */
+function foreignTree(name: string): string {
+  const home = path.join(h.imageDir, 'tester');
+  fs.mkdirSync(home, { recursive: true });
+  fs.chownSync(home, 1000, 1000);
+  const dir = path.join(home, name);
+  fs.cpSync(h.tree, dir, { recursive: true, verbatimSymlinks: true });
+  for (const p of [dir, ...listTree(dir).map((f) => path.join(dir, f))]) fs.lchownSync(p, FOREIGN_RANGE.start, FOREIGN_RANGE.start);
+  return dir;
+}
+
+test('systemd-nspawn --directory= of a foreign-owned tree: uid 0 inside, what it writes stays foreign-owned', async () => {
+  const dir = foreignTree('fdir');
+  const out = await h.ok(1000, [...NSPAWN, `--directory=/images/tester/fdir`, '/bin/sh', '-c', 'id -u; cat /etc/hello; echo w >/written']);
+  assert.equal(out, `0\n${HELLO}`);
+  const st = fs.statSync(path.join(dir, 'written'));
+  assert.deepEqual([st.uid, st.gid], [FOREIGN_RANGE.start, FOREIGN_RANGE.start]);
+});
+
+test('varlinkctl: MakeDirectory makes a foreign-owned directory; MountDirectory hands out its mount', async () => {
+  const out = await h.ok(1000, ['sh', '-c',
+    `mkdir -p /tmp/par && varlinkctl --push-fd=/tmp/par --exec call ${MFS} io.systemd.MountFileSystem.MakeDirectory '{"parentFileDescriptor":0,"name":"newdir"}' -- sh -c 'echo LISTEN_FDS=$LISTEN_FDS' && stat -c '%u %g %a' /tmp/par/newdir &&
+     ${WITH_USERNS} varlinkctl --push-fd=/proc/$P/ns/user call ${NR} io.systemd.NamespaceResource.AllocateUserRange '{"name":"vdir","size":65536,"userNamespaceFileDescriptor":0}' >/dev/null &&
+     varlinkctl --push-fd=/tmp/par/newdir --push-fd=/proc/$P/ns/user --exec call ${MFS} io.systemd.MountFileSystem.MountDirectory '{"directoryFileDescriptor":0,"userNamespaceFileDescriptor":1,"mode":"foreign"}' -- sh -c 'cat; echo; echo LISTEN_FDS=$LISTEN_FDS'; kill $P`]);
+  assert.match(out, /^LISTEN_FDS=1$/m, out);
+  assert.match(out, new RegExp(`^${FOREIGN_RANGE.start} ${FOREIGN_RANGE.start} 700$`, 'm'), out);
+  assert.equal(out.match(/^LISTEN_FDS=1$/gm)?.length, 2, out);
+});
+
+test('systemd-import --user tar: MakeDirectory and MountDirectory unpack a tarball into a foreign-owned tree', async () => {
+  const tar = path.join(h.imageDir, 'tree.tar');
+  execFileSync('tar', ['-C', h.tree, '-cf', tar, '.']);
+  fs.chmodSync(tar, 0o644);
+  const home = path.join(h.imageDir, 'tester');
+  fs.mkdirSync(path.join(home, 'imgroot'), { recursive: true });
+  for (const d of [home, path.join(home, 'imgroot')]) fs.chownSync(d, 1000, 1000);
+  await h.ok(1000, ['/usr/lib/systemd/systemd-import', '--user', '--image-root=/images/tester/imgroot', 'tar', '/images/tree.tar', 'imp1']);
+  const hello = path.join(home, 'imgroot/imp1/etc/hello');
+  assert.equal(fs.readFileSync(hello, 'utf8'), HELLO);
+  const st = fs.statSync(hello);
+  assert.deepEqual([st.uid, st.gid], [FOREIGN_RANGE.start, FOREIGN_RANGE.start], 'unpacked as the image\'s root, stored foreign-owned');
 });
