@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { FOREIGN_RANGE } from '../id-ranges.js';
+import { FOREIGN_RANGE, isForeign, isTransient } from '../id-ranges.js';
 import { invalidParameter, permissionDenied, systemError } from '../ipc/errors.js';
 import type { CallContext, Handler, HandlerResult } from '../ipc/server.js';
 import {
@@ -90,10 +90,6 @@ function checkDirectoryFd(fd: number, parameter: string, allowed: number): Statx
   if ((fdFlags(fd).flags & ~allowed) !== 0) throw new MountFsError('BadFileDescriptorFlags', `${parameter} flags`, { parameter });
   return st;
 }
-
-const isForeign = (id: number): boolean => id >= FOREIGN_RANGE.start && id < FOREIGN_RANGE.start + FOREIGN_RANGE.size;
-/** Transient ids (docs/UIDS-GIDS.md): the DynamicUser= pool and the container ranges. */
-const isTransient = (id: number): boolean => (id >= 61184 && id <= 65519) || (id >= 0x80000 && id <= 0x6fffffff);
 
 /** How the directory's owner relates to the caller (DirectoryOwnership in mountwork.c). */
 type Ownership = 'root-peer' | 'root' | 'peer' | 'foreign' | 'other';
