@@ -115,15 +115,34 @@ test('varlinkctl: AllocateUserRange type "self" maps the caller alone; mapForeig
   assert.ok(map.some((m) => m[0] === FOREIGN_RANGE.start && m[1] === FOREIGN_RANGE.start && m[2] === FOREIGN_RANGE.size), foreign);
 });
 
-test('varlinkctl: AddNetworkToUserNamespace puts a veth end into the caller\'s network namespace', async () => {
-  const out = await h.ok(1000, ['sh', '-c',
-    `unshare --user --net sleep 60 & P=$!; sleep 0.3; varlinkctl --push-fd=/proc/$P/ns/user call ${NR} io.systemd.NamespaceResource.AllocateUserRange '{"name":"vnet","size":65536,"userNamespaceFileDescriptor":0}' >/dev/null &&
-     varlinkctl --push-fd=/proc/$P/ns/user --push-fd=/proc/$P/ns/net call ${NR} io.systemd.NamespaceResource.AddNetworkToUserNamespace '{"userNamespaceFileDescriptor":0,"networkNamespaceFileDescriptor":1,"namespaceInterfaceName":"host0","mode":"veth"}' && echo DEV && cat /proc/$P/net/dev; kill $P`]);
-  const [reply, dev] = out.split('DEV');
-  const r = JSON.parse(reply!) as { hostInterfaceName: string; namespaceInterfaceName: string };
-  assert.equal(r.namespaceInterfaceName, 'host0', out);
-  assert.match(dev!, /^\s*host0:/m, out);
-  assert.ok(r.hostInterfaceName.length > 0 && r.hostInterfaceName.length <= 15, out);
+test('varlinkctl: AddNetworkToUserNamespace veth (peer in the caller\'s netns) and tap (a /dev/net/tun fd)', async () => {
+  const out = await h.ok(1000, [
+    'sh',
+    '-c',
+    `unshare --user --net sleep 60 & P=$!; sleep 0.3; varlinkctl --push-fd=/proc/$P/ns/user call ${NR} io.systemd.NamespaceResource.AllocateUserRange '{"name":"net","size":65536,"userNamespaceFileDescriptor":0}' && echo --- &&
+     varlinkctl --push-fd=/proc/$P/ns/user --push-fd=/proc/$P/ns/net call ${NR} io.systemd.NamespaceResource.AddNetworkToUserNamespace '{"userNamespaceFileDescriptor":0,"networkNamespaceFileDescriptor":1,"mode":"veth","namespaceInterfaceName":"vee0"}' &&
+     echo --- && cut -d: -f1 /proc/$P/net/dev && echo --- &&
+     varlinkctl --push-fd=/proc/$P/ns/user --exec call ${NR} io.systemd.NamespaceResource.AddNetworkToUserNamespace '{"userNamespaceFileDescriptor":0,"mode":"tap"}' -- sh -c 'cat; echo; readlink /proc/self/fd/3; grep ^iff: /proc/self/fdinfo/3'; kill $P`,
+  ]);
+  const lines = (t: string): string[] => t.split('\n').map((l) => l.trim().split(/\s+/).join(' ')).filter(Boolean);
+  const [allocated, veth, ifaces, tap] = out.split('---\n');
+  assert.match(allocated!, /"name"\s*:\s*"1000-net"/);
+  const v = JSON.parse(veth!) as { hostInterfaceName: string; namespaceInterfaceName: string };
+  assert.match(v.hostInterfaceName, /^ns-[0-9a-f]{12}$/);
+  assert.equal(v.namespaceInterfaceName, 'vee0');
+  assert.deepEqual(lines(ifaces!).slice(2).sort(), ['lo', 'vee0']);
+  const [reply, link, iff] = lines(tap!);
+  const t = JSON.parse(reply!) as { hostInterfaceName: string; interfaceFileDescriptor: number };
+  assert.match(t.hostInterfaceName, /^ns-[0-9a-f]{12}$/);
+  assert.equal(t.interfaceFileDescriptor, 0);
+  assert.equal(link, '/dev/net/tun');
+  assert.equal(iff, `iff: ${t.hostInterfaceName}`);
+});
+
+test('systemd-nspawn --network-veth --image=: the unprivileged container gets host0 (AddNetworkToUserNamespace)', async () => {
+  const out = await h.ok(1000, [...NSPAWN, '--network-veth', `--image=${inChroot(h.images.trusted)}`, '/bin/sh', '-c', 'cat /proc/net/dev']);
+  const ifaces = out.split('\n').map((l) => /^\s*([a-z0-9]+):/.exec(l)?.[1]).filter((n): n is string => n !== undefined);
+  assert.deepEqual(ifaces.sort(), ['host0', 'lo'], out);
 });
 
 /** A tree owned by the foreign range, as `systemd-dissect --shift DIR foreign` leaves it, in a

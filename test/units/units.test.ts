@@ -83,7 +83,8 @@ test('units: systemd-compatible sockets, mode 0666, Type=notify, hardening that 
     const unit = readUnit(name);
     assert.equal(value(unit, 'Service', 'Type'), 'notify', name);
     assert.equal(value(unit, 'Service', 'ExecStart'), `${INSTALLED_CLI} ${cmd}`, name);
-    assert.equal(value(unit, 'Service', 'RestrictAddressFamilies'), 'AF_UNIX', name);
+    // userdbd's AddNetworkToUserNamespace speaks rtnetlink.
+    assert.equal(value(unit, 'Service', 'RestrictAddressFamilies'), cmd === 'userdbd' ? 'AF_UNIX AF_NETLINK' : 'AF_UNIX', name);
     assert.equal(value(unit, 'Service', 'NoNewPrivileges'), 'yes', name);
     // V8's JIT needs W+X pages.
     assert.equal(unit.get('Service')?.has('MemoryDenyWriteExecute'), false, name);
