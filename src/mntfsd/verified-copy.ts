@@ -6,6 +6,12 @@
 // kernel refuses while any writer is left: from then on nobody can change the bytes, which is
 // what a memfd's write seal gave.
 //
+// Except in a VM that hands free memory back to its host (virtio-balloon free page reporting):
+// the guest reports free blocks of 2 MiB and more, the host discards them, and a huge page
+// then almost always comes from such a block and is faulted in from the host 4 KiB at a time
+// on first write, which made copies several times slower there than with small pages, which
+// mostly come from memory freed moments before (bench/verify.ts measures both).
+//
 // A copy that does not fit the memory budget (mount-cache.ts) goes to disk instead: an
 // unnamed file (O_TMPFILE) in a root-only state directory. It has no name from the start, so
 // nothing is left behind however the daemon ends (kill -9 included), and nobody but root can
@@ -25,6 +31,27 @@ import {
 } from '../sys/mount-api.js';
 
 const HUGE_PAGE = 2 * 1024 * 1024;
+/** VIRTIO_BALLOON_F_REPORTING (virtio spec 5.5.3, feature bit 5). */
+const BALLOON_F_REPORTING = 5;
+
+let reporting: boolean | undefined;
+
+/** Whether a virtio balloon reports free pages to the host (see above). */
+export function freePageReporting(): boolean {
+  if (reporting !== undefined) return reporting;
+  reporting = false;
+  const dir = '/sys/bus/virtio/drivers/virtio_balloon';
+  try {
+    for (const dev of fs.readdirSync(dir)) {
+      if (!dev.startsWith('virtio')) continue;
+      // One '0'/'1' per feature bit, bit 0 first (drivers/virtio/virtio.c features_show()).
+      if (fs.readFileSync(`${dir}/${dev}/features`, 'utf8')[BALLOON_F_REPORTING] === '1') reporting = true;
+    }
+  } catch {
+    // no balloon driver
+  }
+  return reporting;
+}
 /** What /proc/<pid>/fd and a loop device's backing_file show for a copy. */
 export const FILE_NAME = 'mountgate-verified';
 
@@ -108,7 +135,7 @@ function memoryTarget(size: number): CopyTarget {
   try {
     const fsFd = fsopen('tmpfs');
     fds.push(fsFd);
-    fsconfigSetString(fsFd, 'huge', 'within_size');
+    fsconfigSetString(fsFd, 'huge', freePageReporting() ? 'never' : 'within_size');
     // Bounded to this copy: the root directory and one file of `size` bytes.
     fsconfigSetString(fsFd, 'size', String(Math.max(HUGE_PAGE, Math.ceil(size / HUGE_PAGE) * HUGE_PAGE)));
     fsconfigSetString(fsFd, 'nr_inodes', '4');
