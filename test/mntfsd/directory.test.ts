@@ -47,7 +47,7 @@ let home: string;
 let bound: string | null = null;
 
 /** An fd the client opens: a path with open flags, the caller's namespace, or another namespace. */
-type FdSpec = { path: string; flags?: 'opath' | 'nonblock' | 'file' } | 'ns' | 'self-mapped-ns' | 'host-ns';
+type FdSpec = { path: string; flags?: 'opath' | 'nonblock' | 'file' } | 'ns' | 'self-mapped-ns' | 'host-ns' | 'own-ns';
 
 interface Call {
   method: 'MountDirectory' | 'MakeDirectory';
@@ -82,7 +82,7 @@ const SCRIPT = `
   const open = (f) => {
     if (f === 'ns') return fs.openSync('/proc/' + nsPid + '/ns/user', 'r');
     if (f === 'self-mapped-ns') return fs.openSync('/proc/' + selfPid + '/ns/user', 'r');
-    if (f === 'host-ns') return fs.openSync('/proc/self/ns/user', 'r');
+    if (f === 'host-ns' || f === 'own-ns') return fs.openSync('/proc/self/ns/user', 'r');
     const flags = f.flags === 'opath' ? O_PATH : f.flags === 'nonblock' ? O_NONBLOCK | O_DIRECTORY : f.flags === 'file' ? 0 : O_DIRECTORY;
     return fs.openSync(f.path, flags);
   };
@@ -118,10 +118,11 @@ const SCRIPT = `
   c.close();
 `;
 
-async function callsAs1000(calls: Call[]): Promise<Outcome[]> {
+/** WRAP runs the client inside, e.g. in namespaces of its own. */
+async function callsAs1000(calls: Call[], wrap: string[] = []): Promise<Outcome[]> {
   let r: { stdout: string; stderr: string };
   try {
-    r = await execFileAsync('setpriv', [...AS_1000, process.execPath, userEval('directory-calls', SCRIPT), sock, String(ns.pid), String(selfMapped.pid), JSON.stringify(calls)], {
+    r = await execFileAsync('setpriv', [...AS_1000, ...wrap, process.execPath, userEval('directory-calls', SCRIPT), sock, String(ns.pid), String(selfMapped.pid), JSON.stringify(calls)], {
       encoding: 'utf8',
       timeout: 60_000,
     });
@@ -346,6 +347,12 @@ describe('MountDirectory: refusals', () => {
       E(INVALID, 'directoryFileDescriptor'),
       E(INVALID, 'mode'),
     ]);
+  });
+
+  test('a caller in a mount namespace of its own: open_tree cannot clone its directory → io.systemd.System EINVAL (upstream forks into that namespace)', async () => {
+    const own = path.join(home, 'own');
+    const [o] = await callsAs1000([{ ...mountDir(own, { mode: 'identity' }, []), fds: [{ path: own }, 'own-ns'] }], ['unshare', '--user', '--map-root-user', '--mount', '--']);
+    assert.deepEqual(o, { error: SYSTEM, errnoName: 'EINVAL' });
   });
 
   test('mounts are registered with userdbd for the caller’s namespace', async () => {
