@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { FOREIGN_RANGE, isForeign, isTransient } from '../id-ranges.js';
-import { invalidParameter, permissionDenied, systemError } from '../ipc/errors.js';
+import { VarlinkError, invalidParameter, permissionDenied, systemError } from '../ipc/errors.js';
 import type { CallContext, Handler, HandlerResult } from '../ipc/server.js';
 import {
   AT_REMOVEDIR,
@@ -63,17 +63,25 @@ export function directoryHandlers(cfg: DirectoryConfig): Record<string, Handler>
       try {
         return await mountDirectory(cfg, raw as unknown as MountDirectoryParameters, ctx);
       } catch (err) {
-        throw toVarlinkError(err);
+        throw toError(err);
       }
     },
     MakeDirectory: async (raw, ctx) => {
       try {
         return await makeDirectory(raw as unknown as MakeDirectoryParameters, ctx);
       } catch (err) {
-        throw toVarlinkError(err);
+        throw toError(err);
       }
     },
   };
+}
+
+/** toVarlinkError(), plus Node's own errno errors (fs.fchownSync and friends): an expected
+ * failure of a call on the caller's files is io.systemd.System, not a daemon bug. */
+function toError(err: unknown): Error {
+  const e = toVarlinkError(err);
+  const { code, errno } = e as NodeJS.ErrnoException;
+  return !(e instanceof VarlinkError) && typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) && typeof errno === 'number' ? systemError({ code, errno }) : e;
 }
 
 // Flags a caller's directory fd may carry (fd_verify_safe_flags_full() with O_DIRECTORY, and
