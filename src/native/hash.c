@@ -6,11 +6,13 @@
  * matches, or with the index of a block that does not (threads stop at the first they see).
  *
  * verityVerifyFd() also copies: each chunk is pread() once into a thread-private buffer,
- * hashed there, and that same buffer is pwrite()n to the destination in one call, so the
- * destination holds exactly the bytes that were hashed, whatever the source does meanwhile.
- * One write of a whole 2 MiB chunk fills a huge page of the copy (verified-copy.ts) without
- * the kernel zeroing it first, which it does for a page that is faulted in through a mapping
- * or only partly written (shmem_get_folio_gfp(), shmem_write_end()).
+ * hashed there, and that same buffer is pwrite()n to the destination, so the destination
+ * holds exactly the bytes that were hashed, whatever the source does meanwhile. Where the
+ * destination takes huge pages (its st_blksize is 2 MiB: verified-copy.ts), a whole chunk is
+ * written in one call, which fills a huge page without the kernel zeroing it first, as it does
+ * for a page that is faulted in through a mapping or only partly written
+ * (shmem_get_folio_gfp(), shmem_write_end()). Otherwise each 256 KiB step is written as soon
+ * as it is hashed, while it is still in the core's cache.
  *
  * SHA-256: where the CPU has the SHA extensions, our own code below hashes four blocks at a
  * time, their rounds interleaved: one SHA256RNDS2 waits for the previous one's result, so a
@@ -29,6 +31,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <openssl/sha.h>
 #include "addon.h"
@@ -223,6 +226,9 @@ typedef struct {
   const uint8_t *expected;
   uint32_t hash_block_size;
   uint32_t per_block;
+  /* The copy is written a step at a time, unless its file takes huge pages (st_blksize):
+   * then a chunk at a time (see the top of this file). */
+  int write_steps;
 
   salted_t salted;
   _Atomic int64_t next; /* first block no thread has claimed yet */
@@ -366,9 +372,17 @@ static void *worker(void *arg) {
         p = j->src_mem + rel + (int64_t)at;
       }
       ok = check_blocks(j, p, s, n);
+      /* Written while the bytes are still in this core's cache. */
+      if (ok && j->dst_fd >= 0 && j->write_steps) {
+        int e = write_full(j->dst_fd, p, (size_t)n * j->block_size, j->dst_off + rel + (int64_t)at);
+        if (e) {
+          job_fail(j, e, "pwrite");
+          ok = 0;
+        }
+      }
     }
     if (!ok || atomic_load(&j->stop)) break;
-    if (j->dst_fd >= 0) {
+    if (j->dst_fd >= 0 && !j->write_steps) {
       int e = write_full(j->dst_fd, buf, (size_t)(end - i) * j->block_size, j->dst_off + rel);
       if (e) {
         job_fail(j, e, "pwrite");
@@ -390,6 +404,14 @@ static void execute(napi_env env, void *data) {
   (void)env;
   job_t *j = data;
   salted_init(&j->salted, j->salt, j->salt_len);
+  struct stat st;
+  if (j->dst_fd >= 0) {
+    if (fstat(j->dst_fd, &st) != 0) {
+      job_fail(j, errno, "fstat");
+      return;
+    }
+    j->write_steps = st.st_blksize < (blksize_t)CHUNK;
+  }
   /* At least 64 blocks per thread so tiny levels don't pay for thread start-up. */
   int64_t want = (j->count + 63) / 64;
   int nt = online_cpus();
