@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { activationFigure } from './activation.js';
+import { copyMemoryFigure } from './copy-memory.js';
 import { allocateFigures } from './allocate.js';
 import { memoryFigure } from './memory.js';
 import { mountImageFigures } from './mount-image.js';
@@ -23,6 +24,7 @@ const STEPS: Step[] = [
   { ids: ['6'], run: async (c, l) => [await activationFigure(c, l)] },
   { ids: ['7'], run: async (c, l) => [await memoryFigure(c, l)] },
   { ids: ['8'], run: async (_c, l) => [await dmVerityFigure(l)] },
+  { ids: ['9'], run: async (c, l) => [await copyMemoryFigure(c, l)] },
 ];
 
 /** Figure 8: bench/dm-verity.ts as a child (it builds the images here and measures in one lab boot). */
