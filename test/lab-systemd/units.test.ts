@@ -131,7 +131,6 @@ before(async () => {
   ok(['mountgate', 'build', tree, IMAGE, '--key', '/root/keys/lab.key', '--cert', '/root/keys/lab.crt']);
   fs.chownSync(IMAGES, 1000, 1000);
   fs.chmodSync(IMAGE, 0o644);
-
 });
 
 // MOUNTGATE_LAB_DIAG=1: the daemons' journal and the policy status after the run, to debug a failure.
@@ -214,27 +213,12 @@ test('the shipped units run unchanged, and their hardening is in effect in the r
   }
 });
 
-/*
- * --register=no --keep-unit: here nspawn runs in a system service of uid 1000's, with no user
- * manager to make its scope or session for polkit to judge; the next test runs it the way a
- * logged-in user does, registered.
+/**
+ * uid 1000's own manager and runtime directory, as a login makes them (nspawn 262 keeps its
+ * state in $XDG_RUNTIME_DIR). Not in before(): the manager's start looks users up through
+ * userdb, which would activate userdbd before the first test has checked that nothing runs.
  */
-const NSPAWN = ['systemd-nspawn', '-q', '--register=no', '--keep-unit', '--console=pipe', '--timezone=off'];
-
-test('uid 1000: systemd-nspawn --image= starts a container from the signed image through the units (range, mounts and cgroup delegation)', () => {
-  // A service of its own as uid 1000 with its cgroup delegated, as a user manager's would be.
-  const out = ok([
-    'systemd-run', '--uid=tester', '--gid=tester', '--property=Delegate=yes', '--wait', '--pipe', '--quiet', '--collect',
-    `--setenv=HOME=${HOME}`, '--',
-    ...NSPAWN, `--image=${IMAGE}`, ...PAYLOAD,
-  ], 300_000);
-  assertTransientRoot(out);
-  // nspawn handed its delegated cgroup to the range: userdbd's unit has the capabilities for it.
-  const calls = journal(USERDBD).map((l) => JSON.parse(l) as Record<string, unknown>);
-  assert.ok(calls.some((r) => r.method === 'io.systemd.NamespaceResource.AddControlGroupToUserNamespace' && r.uid === 1000 && r.error === undefined), 'AddControlGroupToUserNamespace from uid 1000 succeeded');
-});
-
-test('uid 1000: systemd-nspawn --image= from the user\'s own manager, with the machine registered in machined', async () => {
+async function userManager(): Promise<void> {
   // Stand-in, as in upstream's own unprivileged nspawn tests (TEST-13-NSPAWN): polkit grants
   // org.freedesktop.machine1.register-machine to active local sessions only, and the test user
   // has a lingering manager, not a session on a console.
@@ -245,6 +229,31 @@ test('uid 1000: systemd-nspawn --image= from the user\'s own manager, with the m
   );
   ok(['loginctl', 'enable-linger', 'tester']);
   await waitFor('tester\'s user manager', () => run(['systemctl', 'is-active', 'user@1000.service']).stdout.trim() === 'active', 120);
+}
+
+/*
+ * --register=no --keep-unit: here nspawn runs in a system service of uid 1000's, with no user
+ * manager to make its scope or session for polkit to judge; the next test runs it the way a
+ * logged-in user does, registered.
+ */
+const NSPAWN = ['systemd-nspawn', '-q', '--register=no', '--keep-unit', '--console=pipe', '--timezone=off'];
+
+test('uid 1000: systemd-nspawn --image= starts a container from the signed image through the units (range, mounts and cgroup delegation)', async () => {
+  await userManager();
+  // A service of its own as uid 1000 with its cgroup delegated, as a user manager's would be.
+  const out = ok([
+    'systemd-run', '--uid=tester', '--gid=tester', '--property=Delegate=yes', '--wait', '--pipe', '--quiet', '--collect',
+    `--setenv=HOME=${HOME}`, '--setenv=XDG_RUNTIME_DIR=/run/user/1000', '--',
+    ...NSPAWN, `--image=${IMAGE}`, ...PAYLOAD,
+  ], 300_000);
+  assertTransientRoot(out);
+  // nspawn handed its delegated cgroup to the range: userdbd's unit has the capabilities for it.
+  const calls = journal(USERDBD).map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.ok(calls.some((r) => r.method === 'io.systemd.NamespaceResource.AddControlGroupToUserNamespace' && r.uid === 1000 && r.error === undefined), 'AddControlGroupToUserNamespace from uid 1000 succeeded');
+});
+
+test('uid 1000: systemd-nspawn --image= from the user\'s own manager, with the machine registered in machined', async () => {
+  await userManager();
   // No --register=no, no --keep-unit: nspawn makes its scope in the user's manager and
   // registers the machine with the system's machined.
   const nspawn = spawn('systemd-run', [
