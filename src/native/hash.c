@@ -188,7 +188,9 @@ static void salted_init(salted_t *s, const uint8_t *salt, size_t salt_len) {
   SHA256_Update(&s->ossl, salt, salt_len);
   s->salt_len = salt_len;
   __builtin_cpu_init();
-  s->ni = __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1") && __builtin_cpu_supports("ssse3");
+  /* MOUNTGATE_HASH=openssl takes the other path on any CPU (the tests check both). */
+  const char *force = getenv("MOUNTGATE_HASH");
+  s->ni = !(force && strcmp(force, "openssl") == 0) && __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1") && __builtin_cpu_supports("ssse3");
   if (!s->ni) return;
   size_t whole = salt_len / 64 * 64;
   absorb_ni(s->h, salt, whole);

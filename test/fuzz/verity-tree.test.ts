@@ -99,3 +99,37 @@ test(`small trees: good ones verify, any flipped bit in data or tree fails with 
     { numRuns: RUNS },
   );
 });
+
+// The native SHA-256 (src/native/hash.c: SHA extensions, several blocks per pass, the salt's
+// whole 64-byte blocks absorbed once) against node's, at every salt length where the message's
+// split into 64-byte blocks changes, for block counts that leave each number of lanes over,
+// with one wrong digest at each position.
+for (const path of ['default', 'openssl'] as const) {
+  test(`native salted SHA-256 (${path}) matches node crypto for every salt length and lane position`, async () => {
+    const { native } = await import('../../src/native/index.js');
+    // Read by each call (src/native/hash.c salted_init()).
+    if (path === 'openssl') process.env.MOUNTGATE_HASH = 'openssl';
+    try {
+      for (const saltLen of [0, 1, 31, 32, 55, 56, 63, 64, 65, 119, 120, 128, 200, 256]) {
+        for (const bs of [64, 512, 1024, 4096]) {
+          const count = 9;
+          const data = Buffer.alloc(bs * count);
+          for (let i = 0, x = saltLen * 7919 + bs; i < data.length; i += 4) {
+            x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+            data.writeUInt32LE(x, i);
+          }
+          const salt = Buffer.from(data.subarray(0, saltLen)).reverse();
+          const expected = Buffer.concat(Array.from({ length: count }, (_, i) => digest(salt, data.subarray(i * bs, (i + 1) * bs))));
+          assert.equal(await native.verityVerifyMemory(data, bs, count, salt, expected, 32, 1), -1, `salt ${saltLen}, block ${bs}`);
+          for (const bad of [0, 3, 5, 8]) {
+            const wrong = Buffer.from(expected);
+            wrong[bad * 32 + 31]! ^= 1;
+            assert.equal(await native.verityVerifyMemory(data, bs, count, salt, wrong, 32, 1), bad, `salt ${saltLen}, block ${bs}, bad ${bad}`);
+          }
+        }
+      }
+    } finally {
+      delete process.env.MOUNTGATE_HASH;
+    }
+  });
+}
