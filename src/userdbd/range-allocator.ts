@@ -5,12 +5,10 @@
 // use: probes are O(1) lookups in the caller's index, never a scan of the registry.
 import fs from 'node:fs';
 import { randomInt } from 'node:crypto';
+import { CONTAINER_WINDOW, DYNAMIC_WINDOW, type IdWindow } from '../id-ranges.js';
 
+export { CONTAINER_WINDOW, DYNAMIC_WINDOW };
 export const CONTAINER_SIZE = 65536;
-/** 64K ranges: bases 0x80000 … 0x6FFF0000 (the range ends at 1879048191). */
-export const CONTAINER_WINDOW = { min: 0x80000, max: 0x6fff0000 + CONTAINER_SIZE - 1 };
-/** Single IDs: the DynamicUser= pool. */
-export const DYNAMIC_WINDOW = { min: 61184, max: 65519 };
 const MAX_PROBES = 100;
 
 /** A half-open ID interval [start, start+size). */
@@ -20,7 +18,7 @@ export interface IdRange {
 }
 
 /** Where a namespace of `size` may be placed: the window for that size. */
-export function windowFor(size: number): { min: number; max: number } {
+export function windowFor(size: number): IdWindow {
   return size === 1 ? DYNAMIC_WINDOW : CONTAINER_WINDOW;
 }
 
