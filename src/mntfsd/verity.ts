@@ -141,12 +141,6 @@ function checkZero(b: Buffer, what: string): void {
   if (!b.every((x) => x === 0)) throw verityFailure(`${what}: spare area not zeroed`);
 }
 
-/**
- * Verifies `data` (with its hash tree in `hash`) inside `srcFd` against `rootHash`. The tree
- * is read once into memory and checked top-down; the data is read once per chunk, hashed
- * and copied from the same memory into a private copy that then becomes read-only. Throws VerityFailure on any mismatch,
- * IncompatibleImage on malformed metadata.
- */
 export interface VerityLayout {
   superblock: VeritySuperblock;
   geometry: TreeGeometry;
@@ -168,6 +162,13 @@ export function readVerityLayout(srcFd: number, data: Extent, hash: Extent): Ver
   return { superblock, geometry, dataBytes };
 }
 
+/**
+ * Verifies `data` (with its hash tree in `hash`) inside `srcFd` against `rootHash`. The tree
+ * is read once into memory and checked top-down; the data is read once per chunk, hashed
+ * and copied from the same memory into a private copy (in memory or in the state directory,
+ * as `opts.storage` decides) that then becomes read-only. Throws VerityFailure on any
+ * mismatch, IncompatibleImage on malformed metadata.
+ */
 export async function verifyPartition(srcFd: number, data: Extent, hash: Extent, rootHash: Buffer, opts: VerifyOptions = {}): Promise<VerifiedCopy> {
   if (rootHash.length !== DIGEST_SIZE) throw verityFailure(`root hash must be ${DIGEST_SIZE} bytes`);
   const { superblock: sb, geometry: geo, dataBytes } = readVerityLayout(srcFd, data, hash);
