@@ -10,6 +10,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
+import { parseBytes } from '../../src/cli/mntfsd.js';
 import { VarlinkClient } from '../../src/ipc/client.js';
 import { dissectImage } from '../../src/mntfsd/ddi/dissect.js';
 import { startMntfsd, type Mntfsd } from '../../src/mntfsd/daemon.js';
@@ -137,6 +138,30 @@ describe('state directory', () => {
     assert.throws(() => prepareStateDir(link), /owned by root with mode 0700/);
     // The daemon does not start with such a directory.
     assert.throws(() => new MountCache(4, { stateDir: open }), /mode 0700/);
+  });
+});
+
+describe('mountgate mntfsd options', () => {
+  test('--copy-memory takes bytes with binary suffixes', () => {
+    assert.equal(parseBytes('4096'), 4096);
+    assert.equal(parseBytes('512M'), 512 * MIB);
+    assert.equal(parseBytes('2G'), 2 * 1024 * MIB);
+    assert.equal(parseBytes('64KiB'), 64 * 1024);
+    for (const bad of ['1.5G', '-1', 'lots', '', '9X']) assert.equal(parseBytes(bad), null, bad);
+  });
+
+  test('the daemon does not start with a state directory others can enter', async () => {
+    const open = path.join(dir, 'cli-open-state');
+    fs.mkdirSync(open, { mode: 0o755 });
+    fs.chmodSync(open, 0o755);
+    const main = path.resolve(import.meta.dirname, '../../src/cli/main.ts');
+    const r = await execFileAsync(process.execPath, ['--import', 'tsx', main, 'mntfsd', '--listen', path.join(dir, 'cli.sock'), '--userdbd', 'none', '--state-dir', open], { encoding: 'utf8', timeout: 30_000 }).then(
+      () => ({ code: 0, stderr: '' }),
+      (err: { code?: number; stderr?: string }) => ({ code: err.code ?? -1, stderr: err.stderr ?? '' }),
+    );
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /must be a directory owned by root with mode 0700/);
+    assert.ok(!fs.existsSync(path.join(dir, 'cli.sock')), 'it never listened');
   });
 });
 
