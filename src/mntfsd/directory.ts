@@ -44,6 +44,8 @@ import {
   openTree,
   openTreeAttr,
 } from '../sys/mount-api.js';
+import { openTreeInNamespace } from '../sys/nshelper.js';
+import { pidfdOpen } from '../sys/pidfd.js';
 import { fdFlags } from '../sys/stat.js';
 import { MountFsError } from './errors.js';
 import type { MakeDirectoryParameters, MountDirectoryParameters, MountMapMode } from './interface.js';
@@ -63,6 +65,7 @@ export function directoryHandlers(cfg: DirectoryConfig): Record<string, Handler>
       try {
         return await mountDirectory(cfg, raw as unknown as MountDirectoryParameters, ctx);
       } catch (err) {
+        cfg.log.debug({ method: 'MountDirectory', uid: ctx.peer.uid, err: (err as Error).message }, 'refused or failed');
         throw toError(err);
       }
     },
@@ -70,6 +73,7 @@ export function directoryHandlers(cfg: DirectoryConfig): Record<string, Handler>
       try {
         return await makeDirectory(raw as unknown as MakeDirectoryParameters, ctx);
       } catch (err) {
+        cfg.log.debug({ method: 'MakeDirectory', uid: ctx.peer.uid, err: (err as Error).message }, 'refused or failed');
         throw toError(err);
       }
     },
@@ -172,35 +176,74 @@ function transientBase(maps: IdMaps): number {
   return first!.outside;
 }
 
+const CLONE_FLAGS = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW;
+
 /**
  * A detached clone of the caller's directory (just that mount, not the ones below it), with an
  * idmapping the source mount carries removed where the kernel can (open_tree_attr, Linux
- * 6.15; open_tree_try_drop_idmap() upstream). EINVAL from open_tree means the directory is in
- * another mount namespace than the daemon's; upstream then forks into the caller's to clone
- * it there, mountgate does not.
+ * 6.15; open_tree_try_drop_idmap() upstream).
  */
-function cloneDirectory(fd: number, log: Logger, peerPid: number): number {
-  const flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW;
+function cloneHere(fd: number): number {
   try {
-    return openTreeAttr(fd, '', flags, { attrClr: MOUNT_ATTR_IDMAP });
+    return openTreeAttr(fd, '', CLONE_FLAGS, { attrClr: MOUNT_ATTR_IDMAP });
   } catch (err) {
     // ENOSYS: older kernel; EINVAL: a file system without idmap support, or another namespace.
     if (!isSysError(err, 'ENOSYS') && !isSysError(err, 'EINVAL')) throw err;
   }
+  return openTree(fd, '', CLONE_FLAGS);
+}
+
+/**
+ * cloneHere(), or where open_tree answers EINVAL because the directory's mount is not in the
+ * daemon's mount namespace (the kernel's check_mnt(): a caller in a container or chroot-like
+ * namespace, or the daemon in a namespace of its own under its unit), the same clone made in
+ * the caller's mount namespace by the nshelper (open_tree_try_drop_idmap_harder() in
+ * systemd's mountwork.c forks into it).
+ */
+async function cloneDirectory(fd: number, ctx: CallContext, log: Logger): Promise<number> {
   try {
-    return openTree(fd, '', flags);
+    return cloneHere(fd);
   } catch (err) {
-    if (isSysError(err, 'EINVAL') && otherMountNamespace(peerPid)) log.warn({ method: 'MountDirectory', pid: peerPid }, 'directory fd from another mount namespace than the daemon\'s: cannot clone it');
-    throw err;
+    if (!isSysError(err, 'EINVAL') || ctx.peer.pid <= 0) throw err;
+    const mntnsFd = callerMountNamespace(ctx.peer.pid);
+    try {
+      const ours = fs.statSync('/proc/self/ns/mnt');
+      const theirs = fs.fstatSync(mntnsFd);
+      if (theirs.ino === ours.ino && theirs.dev === ours.dev) throw err; // EINVAL for another reason
+      log.debug({ method: ctx.method, uid: ctx.peer.uid }, 'cloning the directory in the caller\'s mount namespace');
+      return await openTreeInNamespace(mntnsFd, fd);
+    } finally {
+      fs.closeSync(mntnsFd);
+    }
   }
 }
 
-function otherMountNamespace(pid: number): boolean {
+/**
+ * An fd for the mount namespace of process `pid`, through a pidfd: the namespace is only
+ * used if that very process still holds the pid after it was opened, so a pid reused meanwhile
+ * is never mistaken for the caller (pidref_namespace_open() and pidref_verify() upstream do
+ * the same). The pid itself is the one SO_PEERCRED recorded at connect().
+ */
+function callerMountNamespace(pid: number): number {
+  const pidfd = pidfdOpen(pid);
   try {
-    return fs.readlinkSync(`/proc/${pid}/ns/mnt`) !== fs.readlinkSync('/proc/self/ns/mnt');
-  } catch {
-    return true;
+    const nsFd = fs.openSync(`/proc/${pid}/ns/mnt`, 'r');
+    if (pidfdPid(pidfd) !== pid) {
+      fs.closeSync(nsFd);
+      throw new SysError(3 /* ESRCH */, 'MountDirectory', 'the caller exited');
+    }
+    return nsFd;
+  } finally {
+    fs.closeSync(pidfd);
   }
+}
+
+/** The pid a pidfd refers to, -1 once that process is gone (the pidfd's fdinfo, as systemd's
+ * pidfd_get_pid(); pidfd_send_signal(0) would need CAP_KILL for another uid's process). */
+function pidfdPid(pidfd: number): number {
+  const m = /^Pid:\s*(-?\d+)$/m.exec(fs.readFileSync(`/proc/self/fdinfo/${pidfd}`, 'utf8'));
+  if (!m) throw new SysError(95 /* EOPNOTSUPP */, 'MountDirectory', 'pidfd fdinfo has no Pid');
+  return Number(m[1]);
 }
 
 async function mountDirectory(cfg: DirectoryConfig, p: MountDirectoryParameters, ctx: CallContext): Promise<HandlerResult> {
@@ -225,7 +268,7 @@ async function mountDirectory(cfg: DirectoryConfig, p: MountDirectoryParameters,
     idmap = { uid: [line], gid: [line] };
   }
 
-  const mountFd = cloneDirectory(dirFd, cfg.log, ctx.peer.pid);
+  const mountFd = await cloneDirectory(dirFd, ctx, cfg.log);
   try {
     // Dropping an idmapping may change who owns the tree: refuse then (mountwork.c does too).
     const cloned = fs.fstatSync(mountFd);

@@ -20,6 +20,14 @@
  *   mountgate-nshelper exec-in <userns-fd|-> <mntns-fd|-> -- cmd [args...]
  *       Join the given user namespace and/or mount namespace (in that order, so that the
  *       capabilities gained in the user namespace apply to the mount namespace), then execvp.
+ *   mountgate-nshelper open-tree <mntns-fd> <dir-fd> <sock-fd>
+ *       Join the mount namespace <mntns-fd>, clone the mount of <dir-fd> there (just that
+ *       mount, not the ones below it; an idmapping it carries dropped where the kernel can:
+ *       open_tree_attr(), Linux 6.15) and send the detached mount fd over the AF_UNIX socket
+ *       <sock-fd>. open_tree() only clones mounts of the caller's own mount namespace, so a
+ *       daemon in another one comes here (systemd's open_tree_try_drop_idmap_harder() in
+ *       mountwork.c forks for this). The reply is one 4-byte int: 0 with the mount fd as
+ *       SCM_RIGHTS, or the errno of setns/open_tree without one.
  *   mountgate-nshelper enter <userns-fd> <root-mount-fd> [<path>=<mount-fd>...] -- cmd [args...]
  *       Run cmd as uid/gid 0 of the (already mapped) user namespace, in a new mount and PID
  *       namespace whose root is the detached mount <root-mount-fd>. Each <path>=<mount-fd> is
@@ -27,7 +35,8 @@
  *       the host's /dev and a fresh /proc are added where the image has those directories
  *       (skipped with a warning if that fails). Nothing is created on host file systems.
  *
- * Exit status: 0 ok, 1 namespace/setup failure, 2 usage error, 127 exec failure.
+ * Exit status: 0 ok (for open-tree: the reply was sent), 1 namespace/setup failure, 2 usage
+ * error, 127 exec failure.
  * For enter: cmd's status (128+N if killed by signal N); 125 usage or setup failure;
  * 126 cmd not executable; 127 cmd not found.
  */
@@ -56,6 +65,9 @@
 #ifndef SYS_move_mount
 #define SYS_move_mount 429
 #endif
+#ifndef SYS_open_tree_attr
+#define SYS_open_tree_attr 467
+#endif
 #ifndef SYS_pivot_root
 #define SYS_pivot_root 155
 #endif
@@ -64,6 +76,12 @@
 #endif
 #ifndef AT_RECURSIVE
 #define AT_RECURSIVE 0x8000
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef MOUNT_ATTR_IDMAP
+#define MOUNT_ATTR_IDMAP 0x00100000
 #endif
 #ifndef MOVE_MOUNT_F_EMPTY_PATH
 #define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
@@ -275,6 +293,64 @@ static int exec_in(int argc, char **argv) {
     return 127;
 }
 
+/* struct mount_attr, MOUNT_ATTR_SIZE_VER0 (glibc 2.36 has the syscalls' types only in linux/mount.h). */
+struct tree_attr {
+    uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+
+/* Sends the 4-byte result, with `fd` as SCM_RIGHTS when it is >= 0. */
+static int send_result(int sock, int32_t result, int fd) {
+    char ctl[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {&result, sizeof(result)};
+    struct msghdr mh = {0};
+    ssize_t n;
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (fd >= 0) {
+        struct cmsghdr *c;
+        memset(ctl, 0, sizeof(ctl));
+        mh.msg_control = ctl;
+        mh.msg_controllen = sizeof(ctl);
+        c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    }
+    do {
+        n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    return n == (ssize_t)sizeof(result) ? 0 : -1;
+}
+
+static int open_tree_in(int argc, char **argv) {
+    /* argv: open-tree <mntns-fd> <dir-fd> <sock-fd> */
+    const unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW;
+    struct tree_attr attr = {0, MOUNT_ATTR_IDMAP, 0, 0};
+    int mntns, dir, sock, mnt = -1, err = 0;
+    if (argc != 4 || parse_fd(argv[1], &mntns) < 0 || parse_fd(argv[2], &dir) < 0 || parse_fd(argv[3], &sock) < 0) {
+        fprintf(stderr, "usage: mountgate-nshelper open-tree <mntns-fd> <dir-fd> <sock-fd>\n");
+        return 2;
+    }
+    /* An explicit type: the fd must be a mount namespace (and a filter such as systemd's
+     * RestrictNamespaces= refuses setns() with type 0). */
+    if (setns(mntns, CLONE_NEWNS) < 0) {
+        err = errno;
+        fprintf(stderr, "mountgate-nshelper: setns(mntns fd %d): %s\n", mntns, strerror(err));
+    } else {
+        close(mntns);
+        mnt = (int)syscall(SYS_open_tree_attr, dir, "", flags, &attr, sizeof(attr));
+        /* ENOSYS: before 6.15; EINVAL: a file system without idmapped mounts. */
+        if (mnt < 0 && (errno == ENOSYS || errno == EINVAL)) mnt = (int)syscall(SYS_open_tree, dir, "", flags);
+        if (mnt < 0) err = errno;
+    }
+    if (send_result(sock, err, mnt) < 0) {
+        fprintf(stderr, "mountgate-nshelper: open-tree: send: %s\n", strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
 struct submount {
     const char *path; /* relative to the new root */
     int fd;
@@ -407,10 +483,12 @@ int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "userns-new") == 0) return userns_new();
     if (argc >= 2 && strcmp(argv[1], "exec-in") == 0) return exec_in(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "enter") == 0) return enter(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "open-tree") == 0) return open_tree_in(argc - 1, argv + 1);
     fprintf(stderr,
             "usage: mountgate-nshelper joiner\n"
             "       mountgate-nshelper userns-new\n"
             "       mountgate-nshelper exec-in <userns-fd|-> <mntns-fd|-> -- cmd [args...]\n"
-            "       mountgate-nshelper enter <userns-fd> <root-mount-fd> [<path>=<mount-fd>...] -- cmd [args...]\n");
+            "       mountgate-nshelper enter <userns-fd> <root-mount-fd> [<path>=<mount-fd>...] -- cmd [args...]\n"
+            "       mountgate-nshelper open-tree <mntns-fd> <dir-fd> <sock-fd>\n");
     return 2;
 }

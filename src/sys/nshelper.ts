@@ -4,7 +4,8 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess, StdioOptions } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { nativeBuildDir } from '../native/index.js';
+import { native, nativeBuildDir } from '../native/index.js';
+import { SysError } from './errors.js';
 
 export const nshelperPath = path.join(nativeBuildDir, 'mountgate-nshelper');
 
@@ -162,4 +163,58 @@ export function spawnEnter(opts: EnterOptions): ChildProcess {
     ['enter', String(first), String(first + 1), ...mountArgs, '--', opts.command, ...opts.args],
     { stdio: [stdio, stdio, stdio, ...fds] },
   );
+}
+
+/** An open-tree helper that has not answered in this time is killed. */
+const OPEN_TREE_TIMEOUT_MS = 10_000;
+
+/**
+ * Clones the mount of `dirFd` inside the mount namespace `mntnsFd` (`nshelper open-tree`):
+ * open_tree(OPEN_TREE_CLONE) with an idmapping dropped where the kernel can, as the daemon
+ * would, for a directory fd whose mount is not in the daemon's own mount namespace. Both fds
+ * are borrowed. Resolves with the detached mount fd (close-on-exec, the caller's to close);
+ * rejects with a SysError carrying the helper's errno from setns or open_tree.
+ */
+export async function openTreeInNamespace(mntnsFd: number, dirFd: number): Promise<number> {
+  const [mine, theirs] = native.socketpair();
+  let child: ChildProcess;
+  try {
+    child = spawn(nshelperPath, ['open-tree', '3', '4', '5'], { stdio: ['ignore', 'ignore', 'pipe', mntnsFd, dirFd, theirs] });
+  } catch (err) {
+    native.close(mine);
+    throw err;
+  } finally {
+    native.close(theirs);
+  }
+  try {
+    let stderr = '';
+    child.stderr?.setEncoding('utf8').on('data', (s: string) => {
+      if (stderr.length < 4096) stderr += s;
+    });
+    // 'close': exited, stderr complete, and its reply (if any) is in our socket's buffer.
+    const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+      const timer = setTimeout(() => child.kill('SIGKILL'), OPEN_TREE_TIMEOUT_MS);
+      child.once('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      child.once('close', (c, s) => {
+        clearTimeout(timer);
+        resolve({ code: c, signal: s });
+      });
+    });
+    const buf = Buffer.alloc(16);
+    const r = native.recvmsg(mine, buf);
+    const fds = r?.fds ?? [];
+    const ok = code === 0 && r !== null && r.bytes === 4 && !r.truncated && fds.length <= 1;
+    const result = ok ? buf.readInt32LE(0) : -1; // the helper's native order; this project runs on little-endian hosts
+    if (!ok || (result === 0) !== (fds.length === 1) || result < 0) {
+      fds.forEach((fd) => native.close(fd));
+      throw new Error(`nshelper open-tree: no valid reply (exit ${code ?? signal}): ${stderr.trim()}`);
+    }
+    if (result !== 0) throw new SysError(result, 'nshelper open-tree', 'setns or open_tree in the given mount namespace');
+    return fds[0]!;
+  } finally {
+    native.close(mine);
+  }
 }

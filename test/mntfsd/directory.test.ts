@@ -18,6 +18,7 @@ import { FOREIGN_RANGE } from '../../src/id-ranges.js';
 import { startMntfsd, type Mntfsd } from '../../src/mntfsd/daemon.js';
 import { NAMESPACE_RESOURCE_IDL } from '../../src/userdbd/interfaces.js';
 import { startUserdbd, type Userdbd } from '../../src/userdbd/daemon.js';
+import { REPO, startDaemon, type Daemon } from '../e2e/daemons.js';
 import { userEval, userScript } from '../e2e/user-package.js';
 import { loadPolicy, type TestPolicy } from '../userdbd/policy.js';
 import { assertNoNewFds, killAndWait, openFds, spawnInNewUserns } from '../sys/util.js';
@@ -118,14 +119,12 @@ const SCRIPT = `
   c.close();
 `;
 
-/** WRAP runs the client inside, e.g. in namespaces of its own. */
-async function callsAs1000(calls: Call[], wrap: string[] = []): Promise<Outcome[]> {
+/** WRAP runs the client inside, e.g. in namespaces of its own; OUTER runs setpriv (as root) inside. */
+async function callsAs1000(calls: Call[], wrap: string[] = [], outer: string[] = []): Promise<Outcome[]> {
   let r: { stdout: string; stderr: string };
   try {
-    r = await execFileAsync('setpriv', [...AS_1000, ...wrap, process.execPath, userEval('directory-calls', SCRIPT), sock, String(ns.pid), String(selfMapped.pid), JSON.stringify(calls)], {
-      encoding: 'utf8',
-      timeout: 60_000,
-    });
+    const argv = [...outer, 'setpriv', ...AS_1000, ...wrap, process.execPath, userEval('directory-calls', SCRIPT), sock, String(ns.pid), String(selfMapped.pid), JSON.stringify(calls)];
+    r = await execFileAsync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 60_000 });
   } catch (err) {
     const e = err as { stdout?: string; stderr?: string };
     r = { stdout: e.stdout ?? '', stderr: e.stderr ?? String(err) };
@@ -349,10 +348,11 @@ describe('MountDirectory: refusals', () => {
     ]);
   });
 
-  test('a caller in a mount namespace of its own: open_tree cannot clone its directory → io.systemd.System EINVAL (upstream forks into that namespace)', async () => {
+  test('a caller in mount and user namespaces of its own: the directory is cloned in its mount namespace (open_tree cannot from the daemon\'s)', async () => {
     const own = path.join(home, 'own');
-    const [o] = await callsAs1000([{ ...mountDir(own, { mode: 'identity' }, []), fds: [{ path: own }, 'own-ns'] }], ['unshare', '--user', '--map-root-user', '--mount', '--']);
-    assert.deepEqual(o, { error: SYSTEM, errnoName: 'EINVAL' });
+    const [o] = await callsAs1000([{ ...mountDir(own, { mode: 'identity' }, ['f']), fds: [{ path: own }, 'own-ns'] }], ['unshare', '--user', '--map-root-user', '--mount', '--']);
+    // From the caller's side the host's uid 1000 is its root; nsenter into the allocated namespace is not its to do.
+    assert.deepEqual(o, { probes: { f: '0/error' } });
   });
 
   test('mounts are registered with userdbd for the caller’s namespace', async () => {
@@ -452,6 +452,43 @@ describe('MakeDirectory', () => {
     assert.deepEqual(leftovers(home), []);
     assert.ok(!fs.existsSync(path.join(dir, 'home1001/x')) && !fs.existsSync(path.join(dir, 'rootdir/x')) && !fs.existsSync(path.join(home, 'm')) && !fs.existsSync(path.join(home, 'x')));
   });
+});
+
+describe('mntfsd as its unit runs it: the unit\'s capability bounding set, a mount namespace of its own', () => {
+  let unitSock: string;
+  let unitDaemon: Daemon;
+  let saved: string;
+
+  before(async () => {
+    // ProtectSystem=, ProtectHome= and PrivateTmp= give the daemon a mount namespace of its own.
+    const wrapper = path.join(dir, 'mntfsd-own-mntns');
+    fs.writeFileSync(wrapper, `#!/bin/sh\nexec unshare --mount --propagation private -- ${process.execPath} --import tsx ${path.join(REPO, 'src/cli/main.ts')} "$@"\n`, { mode: 0o755 });
+    unitSock = path.join(dir, 'mntfsd-unit.sock');
+    unitDaemon = await startDaemon(['mntfsd', '--listen', unitSock, '--userdbd', userdbdSock], unitSock, { service: 'mountgate-mntfsd.service', bin: wrapper, cwd: REPO });
+    saved = sock;
+    sock = unitSock;
+  });
+
+  after(async () => {
+    sock = saved;
+    await unitDaemon?.stop();
+  });
+
+  // A uid-1000 caller in the host's mount namespace, and one in a private mount namespace of
+  // its own (a container manager's or chroot's, as test/systemd-clients/enter.sh makes).
+  for (const where of ['the host\'s mount namespace', 'a private mount namespace'] as const) {
+    test(`a caller in ${where}: MakeDirectory, then MountDirectory of the foreign-owned tree in it, seen with the namespace's ids`, async () => {
+      const name = where.startsWith('the host') ? 'unit-host' : 'unit-private';
+      const made = path.join(home, name);
+      const outer = where.startsWith('the host') ? [] : ['unshare', '--mount', '--propagation', 'private', '--'];
+      const [mk, mountedEmpty] = await callsAs1000([makeDir(home, { name }), { ...mountDir(made, {}, ['.'], { write: 'f' }), fds: [{ path: made, flags: 'opath' }, 'ns'] }], [], outer);
+      assert.deepEqual(mk, { made: { uid: F, gid: F, mode: '700', name } }, `${JSON.stringify(mk)} ${unitDaemon.stderr().slice(-1500)}`);
+      assert.deepEqual(mountedEmpty, { probes: { '.': `${BASE}/0` }, wrote: true }, `${JSON.stringify(mountedEmpty)} ${unitDaemon.stderr().slice(-1500)}`);
+      assert.equal(fs.statSync(path.join(made, 'f')).uid, F);
+      const [foreign] = await callsAs1000([mountDir(path.join(home, 'ctree'), { mode: 'foreign' }, ['.', 'f', 'sub/g'])], [], outer);
+      assert.deepEqual(foreign, { probes: { '.': `${BASE}/0`, f: `${BASE + 5}/5`, 'sub/g': `${BASE + 7}/7` } }, unitDaemon.stderr().slice(-1500));
+    });
+  }
 });
 
 describe('resources', () => {
