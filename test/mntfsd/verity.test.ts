@@ -300,3 +300,45 @@ describe('verity: verification with copy', () => {
     }
   });
 });
+
+// How the native copy writes (src/native/hash.c): a step at a time into small pages, a whole
+// 2 MiB chunk at a time where the destination takes huge pages (st_blksize). This host's copies
+// use small pages (verified-copy.ts: free page reporting), so the huge-page way is checked here
+// on a tmpfs mounted with huge=within_size: the copy holds exactly the source's bytes.
+describe('native copy into small and huge pages', () => {
+  for (const huge of ['never', 'within_size'] as const) {
+    test(`huge=${huge}`, async () => {
+      const { native } = await import('../../src/native/index.js');
+      const mnt = fs.mkdtempSync(path.join(imageDir(), `huge-${huge}-`));
+      run('mount', ['-t', 'tmpfs', '-o', `huge=${huge},size=64M,mode=0700`, 'none', mnt]);
+      try {
+        const bs = 4096;
+        const count = (5 << 20) / bs + 3; // two whole chunks, a part, and a few blocks
+        const data = Buffer.alloc(count * bs);
+        for (let i = 0, x = 12345; i < data.length; i += 4) {
+          x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+          data.writeUInt32LE(x, i);
+        }
+        const salt = Buffer.from('0123456789abcdef0123456789abcdef');
+        const expected = Buffer.concat(Array.from({ length: count }, (_, i) => createHash('sha256').update(salt).update(data.subarray(i * bs, (i + 1) * bs)).digest()));
+        const src = memfdCreate('verity-src');
+        fs.writeSync(src, data, 0, data.length, 0);
+        const dst = fs.openSync(path.join(mnt, 'copy'), fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+        try {
+          fs.ftruncateSync(dst, data.length);
+          assert.equal(fs.fstatSync(dst).blksize, huge === 'never' ? 4096 : 2 << 20);
+          assert.equal(await native.verityVerifyFd(src, 0, dst, 0, bs, count, salt, expected, 32, 1), -1);
+          const back = Buffer.alloc(data.length);
+          fs.readSync(dst, back, 0, back.length, 0);
+          assert.ok(back.equals(data), 'the copy holds the verified bytes');
+        } finally {
+          fs.closeSync(dst);
+          fs.closeSync(src);
+        }
+      } finally {
+        run('umount', [mnt]);
+        fs.rmdirSync(mnt);
+      }
+    });
+  }
+});
