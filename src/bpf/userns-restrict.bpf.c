@@ -209,6 +209,14 @@ static __always_inline bool id_storable(__u32 id, const struct dentry *dentry)
 	return !id_foreign(id) || in_foreign_tree(dentry);
 }
 
+/* May an inode owned by `id` get a name in the directory of `dentry`? (No tree-root clause.) */
+static __always_inline bool id_placeable(__u32 id, const struct dentry *dentry)
+{
+	if (id_transient(id))
+		return false;
+	return !id_foreign(id) || inode_foreign_owned(BPF_CORE_READ(dentry, d_parent, d_inode));
+}
+
 static __always_inline __u32 ns_inum(const struct user_namespace *ns)
 {
 	return BPF_CORE_READ(ns, ns.inum);
@@ -445,23 +453,31 @@ int BPF_PROG(userns_restrict_path_symlink, const struct path *dir, struct dentry
 }
 
 /*
- * A new name for an existing inode, and so a way to carry a foreign-owned inode out of its tree
- * (into /tmp, say) without creating or chowning anything: refused unless the new name is in a
- * foreign-owned directory. Checked for every member of a managed namespace, whatever its fsuid.
- * A tree's root itself is moved by its user or by mntfsd, not from inside a namespace.
+ * A new name for an existing inode (link, rename) is judged by the inode's owner, whoever the
+ * caller is: the same test as creation, but on ids already stored. Otherwise a namespace with
+ * ids of more than one kind could carry a foreign-owned inode out of its tree (into /tmp, say),
+ * or name an inode that a transient fsuid made with O_TMPFILE (vfs_tmpfile() has no LSM hook)
+ * by linking it as a non-transient id: the caller's own id in a `self` namespace, a foreign id
+ * in a mapForeign one. A tree's root itself is moved by its user or by mntfsd, not from
+ * inside a namespace, so the tree-root clause of in_foreign_tree() does not apply.
  */
 static __always_inline int check_move(const struct dentry *moved, const struct path *to_dir,
 				      const struct dentry *to_dentry)
 {
 	struct inode *inode = BPF_CORE_READ(moved, d_inode);
+	__u32 uid, gid;
 	int r;
 
-	if (!inode || (!id_foreign(BPF_CORE_READ(inode, i_uid.val)) && !id_foreign(BPF_CORE_READ(inode, i_gid.val))))
+	if (!inode)
+		return 0;
+	uid = BPF_CORE_READ(inode, i_uid.val);
+	gid = BPF_CORE_READ(inode, i_gid.val);
+	if (!id_watched(uid) && !id_watched(gid))
 		return 0;
 	r = needs_check(BPF_CORE_READ(to_dir, mnt, mnt_sb, s_user_ns));
 	if (r <= 0)
 		return r;
-	return deny_if(!inode_foreign_owned(BPF_CORE_READ(to_dentry, d_parent, d_inode)));
+	return deny_if(!id_placeable(uid, to_dentry) || !id_placeable(gid, to_dentry));
 }
 
 SEC("lsm/path_link")

@@ -128,6 +128,14 @@ interface Attack {
 /** renameat2(RENAME_EXCHANGE) on its two arguments (no tool in Debian 12 does it). */
 const exchange = `python3 -c 'import ctypes, os, sys; c = ctypes.CDLL(None, use_errno=True); r = c.renameat2(-100, sys.argv[1].encode(), -100, sys.argv[2].encode(), 2); sys.exit(0 if r == 0 else "renameat2: " + os.strerror(ctypes.get_errno()))'`;
 
+/**
+ * Makes an O_TMPFILE in `dir` as fsuid=fsgid=`owner` (no LSM hook sees that), then links it at
+ * `target` as fsuid=fsgid=`linker` (linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N, the way
+ * open(2) documents): an inode made by one id, named by another.
+ */
+const tmpfileLink = (owner: number, linker: number, dir: string, target: string): string =>
+  `python3 -c 'import ctypes, os, sys; c = ctypes.CDLL(None, use_errno=True); o, l = int(sys.argv[1]), int(sys.argv[2]); c.setfsgid(o); c.setfsuid(o); fd = os.open(sys.argv[3], os.O_TMPFILE | os.O_WRONLY, 0o600); os.fchmod(fd, 0o666); c.setfsgid(l); c.setfsuid(l); r = c.linkat(-100, b"/proc/self/fd/%d" % fd, -100, sys.argv[4].encode(), 0x400); sys.exit(0 if r == 0 else "linkat: " + os.strerror(ctypes.get_errno()))' ${owner} ${linker} ${dir} ${target}`;
+
 /** A mapForeign namespace: transient 0..65535 plus the foreign range 1:1 (what userdbd writes). */
 const foreignMap = (b: number): string => `0 ${b} ${RANGE}\n${FB} ${FB} ${FOREIGN_RANGE.size}\n`;
 
@@ -149,6 +157,7 @@ const FOREIGN_ATTACKS: Attack[] = [
   { name: 'v3 file capability with a foreign root id outside a tree', script: (s) => `setfattr -n security.capability -v ${v3Cap(FB)} ${s.stray}` },
   // Transient ids stay refused inside a foreign tree too.
   { name: 'mkdir as the transient root inside a tree', script: (s) => `mkdir ${s.tree}/t` },
+  { name: 'link a transient-owned O_TMPFILE into a tree as a foreign uid', script: (s) => tmpfileLink(0, FB, s.tree, `${s.tree}/tmp`) },
   { name: 'chown a tree file to a transient id', script: (s) => `chown 1000:1000 ${s.file}` },
   { name: 'setfacl naming a transient uid inside a tree', script: (s) => `setfacl -m u:1000:rwx ${s.file}` },
   { name: 'setcap (transient v3 root id) inside a tree', script: (s) => `setcap cap_net_raw+ep ${s.file}` },
@@ -348,6 +357,7 @@ const SELF_ATTACKS: SelfAttack[] = [
   { name: 'a delegated transient uid makes a directory', in: 'self', script: (s, d) => as(d + 5, `mkdir ${s.host}/td`) },
   { name: 'chown of the caller\'s file to a delegated id', in: 'self', script: (s, d) => `chown ${d}:${d} ${s.mine}` },
   { name: 'setfacl naming a delegated id', in: 'self', script: (s, d) => `setfacl -m u:${d}:rwx ${s.mine}` },
+  { name: 'the caller\'s own id links an O_TMPFILE a delegated id made', in: 'self', script: (s, d) => tmpfileLink(d, 0, s.host, `${s.host}/tl`) },
   { name: 'the descendant\'s root makes a directory', in: 'child', script: (s) => `mkdir ${s.host}/cd` },
   { name: 'the descendant\'s root creates a file after unshare(CLONE_NEWNS)', in: 'child', script: (s) => `unshare -m sh -c ': > ${s.host}/cf'` },
   { name: 'the descendant\'s root makes a symlink', in: 'child', script: (s) => `ln -s x ${s.host}/cs` },
