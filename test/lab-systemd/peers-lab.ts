@@ -106,11 +106,22 @@ export function installUnits(): void {
     'peers-sd-mountfsd.service': upstreamService('mountfsd', 'peers-sd-mountfsd.socket'),
   };
   for (const [f, text] of Object.entries(files)) fs.writeFileSync(path.join(UNIT_DIR, f), text);
+  // systemd-mountfsd reports each mount it hands out to systemd-nsresourced at the fixed path
+  // (nsresource_connect(); AddMountToUserNamespace), with no option to name another: point that
+  // path at the upstream side while this file runs. Nothing owns it before units.test.ts runs.
+  if (!fs.existsSync(NSRESOURCE_PATH)) {
+    fs.symlinkSync(SYSTEMD_SIDE.nsSocket, NSRESOURCE_PATH);
+    linked = true;
+  }
   ok(['systemctl', 'daemon-reload']);
   ok(['systemctl', 'start', ...Object.keys(files).filter((f) => f.endsWith('.socket'))]);
 }
 
+const NSRESOURCE_PATH = '/run/systemd/io.systemd.NamespaceResource';
+let linked = false;
+
 export function removeUnits(): void {
+  if (linked) fs.rmSync(NSRESOURCE_PATH, { force: true });
   const units = fs.readdirSync(UNIT_DIR).filter((f) => f.startsWith('peers-'));
   run(['systemctl', 'stop', ...units]);
   for (const f of units) fs.rmSync(path.join(UNIT_DIR, f), { force: true });

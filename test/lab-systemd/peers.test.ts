@@ -166,10 +166,16 @@ const ATTACKS: Attack[] = [
   { name: 'chown to another transient id (own file)', script: (s) => `chown 1000:1000 ${s.owned.chown}`, targets: (s) => [s.owned.chown] },
 ];
 
+/** The errno a tool's message names, short. */
+function refusal(stderr: string): string {
+  const known: [RegExp, string][] = [[/Operation not permitted/i, 'EPERM'], [/Permission denied/i, 'EACCES'], [/No such file/i, 'ENOENT'], [/Read-only file system/i, 'EROFS']];
+  return known.find(([re]) => re.test(stderr))?.[1] ?? stderr.slice(-80);
+}
+
 /** As uid 1000, root of the namespace of `pid` (nsenter -U: uid/gid 0 inside), host mount namespace. */
 function inNs(pid: number, script: string): { code: number; stderr: string } {
   const r = run(['setpriv', `--reuid=${USER.uid}`, `--regid=${USER.gid}`, '--init-groups', '--inh-caps=-all', '--', 'nsenter', '-t', String(pid), '-U', '--', 'sh', '-c', script], 60_000);
-  return { code: r.status ?? -1, stderr: r.stderr.trim().split('\n').slice(-1)[0] ?? '' };
+  return { code: r.status ?? -1, stderr: r.stderr.trim() };
 }
 
 /** What `p` holds that names a transient id: owner, ACL entries, a v3 file capability's rootid. */
@@ -228,7 +234,7 @@ async function attackFrom(side: Side, disk: string): Promise<SideOutcome> {
   walk(s.dir);
   const raw = ATTACKS.map((a) => {
     const r = inNs(pid!, a.script(s));
-    return { allowed: r.code === 0, detail: r.code === 0 ? 'allowed' : `refused: ${r.stderr.replace(/^.*?: /, '').slice(0, 90)}` };
+    return { allowed: r.code === 0, detail: r.code === 0 ? 'allowed' : `refused (${refusal(r.stderr)})` };
   });
   // The disk outlives the namespace: look after it died (and the daemon saw it die).
   run(['umount', '-R', '-l', s.merged]);
@@ -279,9 +285,9 @@ test('security side by side: the same attacks from a namespace each allocated, a
 interface ParityCtx {
   /** A namespace of uid 1000 that this side gave a range. */
   allocated: number;
-  /** Unmapped namespaces of uid 1000. */
-  fresh: number;
-  fresh2: number;
+  /** An unmapped namespace of uid 1000 of its own for each call that names one (a call that
+   * wrongly succeeds must not change what the next one sees). */
+  fresh(): number;
 }
 
 interface BadCall {
@@ -290,7 +296,7 @@ interface BadCall {
   method: string;
   parameters: Record<string, unknown>;
   fds(c: ParityCtx): FdSpec[];
-  /** mountgate's answer: error name, and parameters when they matter. */
+  /** mountgate's reply as describeReply() prints it; '' for any error. */
   expect: string;
 }
 
@@ -300,27 +306,27 @@ const alloc = (name: string, extra: Record<string, unknown> = {}): Record<string
 const img = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({ imageFileDescriptor: 0, userNamespaceFileDescriptor: 1, ...extra });
 
 const BAD_CALLS: BadCall[] = [
-  { name: 'AllocateUserRange, no fd pushed', daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('pa'), fds: () => [], expect: '' },
-  { name: 'AllocateUserRange, fd is a regular file', daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('pb'), fds: () => [{ open: '/etc/os-release' }], expect: '' },
-  { name: 'AllocateUserRange, fd is a mount namespace', daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('pc'), fds: () => [{ open: '/proc/self/ns/mnt' }], expect: '' },
-  { name: "AllocateUserRange, foreign namespace (root's)", daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('pd'), fds: () => [{ inherited: 3 }], expect: '' },
-  { name: 'AllocateUserRange, namespace that already has a range', daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('pe'), fds: (c) => [{ userns: c.allocated }], expect: '' },
-  { name: 'AllocateUserRange, name taken', daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('parity'), fds: (c) => [{ userns: c.fresh2 }], expect: '' },
-  { name: "AllocateUserRange, invalid name 'a/b'", daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('a/b'), fds: (c) => [{ userns: c.fresh }], expect: '' },
-  { name: 'AllocateUserRange, size 1000', daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('pf', { size: 1000 }), fds: (c) => [{ userns: c.fresh }], expect: '' },
-  { name: 'AllocateUserRange, no name', daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: { size: 65536, userNamespaceFileDescriptor: 0 }, fds: (c) => [{ userns: c.fresh }], expect: '' },
-  { name: 'AllocateUserRange, unknown field', daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('pg', { bogus: true }), fds: (c) => [{ userns: c.fresh }], expect: '' },
-  { name: 'unknown method (NamespaceResource)', daemon: 'ns', method: `${NR}.Frobnicate`, parameters: {}, fds: () => [], expect: '' },
-  { name: 'unknown interface', daemon: 'ns', method: 'com.example.Nope.Call', parameters: {}, fds: () => [], expect: '' },
-  { name: 'MountImage, no fds pushed', daemon: 'mnt', method: `${MFS}.MountImage`, parameters: img(), fds: () => [], expect: '' },
-  { name: 'MountImage, image fd is a directory', daemon: 'mnt', method: `${MFS}.MountImage`, parameters: img(), fds: (c) => [{ open: '/' }, { userns: c.allocated }], expect: '' },
-  { name: 'MountImage, image fd is a text file', daemon: 'mnt', method: `${MFS}.MountImage`, parameters: img(), fds: (c) => [{ open: '/etc/os-release' }, { userns: c.allocated }], expect: '' },
-  { name: 'MountImage, userns fd is a regular file', daemon: 'mnt', method: `${MFS}.MountImage`, parameters: img(), fds: () => [{ open: SMALL }, { open: '/etc/os-release' }], expect: '' },
-  { name: 'MountImage, untrusted signer', daemon: 'mnt', method: `${MFS}.MountImage`, parameters: img(), fds: (c) => [{ open: UNTRUSTED }, { userns: c.allocated }], expect: '' },
-  { name: 'MountImage, namespace without a range', daemon: 'mnt', method: `${MFS}.MountImage`, parameters: img(), fds: (c) => [{ open: SMALL }, { userns: c.fresh }], expect: '' },
-  { name: "MountImage, foreign namespace (root's)", daemon: 'mnt', method: `${MFS}.MountImage`, parameters: img(), fds: () => [{ open: SMALL }, { inherited: 3 }], expect: '' },
-  { name: 'MountImage, no namespace (into the host, as uid 1000)', daemon: 'mnt', method: `${MFS}.MountImage`, parameters: { imageFileDescriptor: 0 }, fds: () => [{ open: SMALL }], expect: '' },
-  { name: 'unknown method (MountFileSystem)', daemon: 'mnt', method: `${MFS}.Frobnicate`, parameters: {}, fds: () => [], expect: '' },
+  { name: 'AllocateUserRange, no fd pushed', daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('pa'), fds: () => [], expect: 'org.varlink.service.InvalidParameter {"parameter":"userNamespaceFileDescriptor"}' },
+  { name: 'AllocateUserRange, fd is a regular file', daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('pb'), fds: () => [{ open: '/etc/os-release' }], expect: 'org.varlink.service.InvalidParameter {"parameter":"userNamespaceFileDescriptor"}' },
+  { name: 'AllocateUserRange, fd is a mount namespace', daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('pc'), fds: () => [{ open: '/proc/self/ns/mnt' }], expect: 'org.varlink.service.InvalidParameter {"parameter":"userNamespaceFileDescriptor"}' },
+  { name: "AllocateUserRange, foreign namespace (root's)", daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('pd'), fds: () => [{ inherited: 3 }], expect: 'org.varlink.service.PermissionDenied' },
+  { name: 'AllocateUserRange, namespace that already has a range', daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('pe'), fds: (c) => [{ userns: c.allocated }], expect: 'io.systemd.NamespaceResource.UserNamespaceExists' },
+  { name: 'AllocateUserRange, name taken', daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('parity'), fds: (c) => [{ userns: c.fresh() }], expect: 'io.systemd.NamespaceResource.NameExists' },
+  { name: "AllocateUserRange, invalid name 'a/b'", daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('a/b'), fds: (c) => [{ userns: c.fresh() }], expect: 'org.varlink.service.InvalidParameter {"parameter":"name"}' },
+  { name: 'AllocateUserRange, size 1000', daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('pf', { size: 1000 }), fds: (c) => [{ userns: c.fresh() }], expect: 'org.varlink.service.InvalidParameter {"parameter":"size"}' },
+  { name: 'AllocateUserRange, no name', daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: { size: 65536, userNamespaceFileDescriptor: 0 }, fds: (c) => [{ userns: c.fresh() }], expect: 'org.varlink.service.InvalidParameter {"parameter":"name"}' },
+  { name: 'AllocateUserRange, unknown field', daemon: 'ns', method: `${NR}.AllocateUserRange`, parameters: alloc('pg', { bogus: true }), fds: (c) => [{ userns: c.fresh() }], expect: 'success (0 fds)' },
+  { name: 'unknown method (NamespaceResource)', daemon: 'ns', method: `${NR}.Frobnicate`, parameters: {}, fds: () => [], expect: 'org.varlink.service.MethodNotFound {"method":"io.systemd.NamespaceResource.Frobnicate"}' },
+  { name: 'unknown interface', daemon: 'ns', method: 'com.example.Nope.Call', parameters: {}, fds: () => [], expect: 'org.varlink.service.MethodNotFound {"method":"com.example.Nope.Call"}' },
+  { name: 'MountImage, no fds pushed', daemon: 'mnt', method: `${MFS}.MountImage`, parameters: img(), fds: () => [], expect: 'org.varlink.service.InvalidParameter {"parameter":"imageFileDescriptor"}' },
+  { name: 'MountImage, image fd is a directory', daemon: 'mnt', method: `${MFS}.MountImage`, parameters: img(), fds: (c) => [{ open: '/' }, { userns: c.allocated }], expect: 'org.varlink.service.InvalidParameter {"parameter":"imageFileDescriptor"}' },
+  { name: 'MountImage, image fd is a text file', daemon: 'mnt', method: `${MFS}.MountImage`, parameters: img(), fds: (c) => [{ open: '/etc/os-release' }, { userns: c.allocated }], expect: 'io.systemd.MountFileSystem.IncompatibleImage' },
+  { name: 'MountImage, userns fd is a regular file', daemon: 'mnt', method: `${MFS}.MountImage`, parameters: img(), fds: () => [{ open: SMALL }, { open: '/etc/os-release' }], expect: 'org.varlink.service.InvalidParameter {"parameter":"userNamespaceFileDescriptor"}' },
+  { name: 'MountImage, untrusted signer', daemon: 'mnt', method: `${MFS}.MountImage`, parameters: img(), fds: (c) => [{ open: UNTRUSTED }, { userns: c.allocated }], expect: 'io.systemd.MountFileSystem.KeyNotFound' },
+  { name: 'MountImage, namespace without a range', daemon: 'mnt', method: `${MFS}.MountImage`, parameters: img(), fds: (c) => [{ open: SMALL }, { userns: c.fresh() }], expect: '' },
+  { name: "MountImage, foreign namespace (root's)", daemon: 'mnt', method: `${MFS}.MountImage`, parameters: img(), fds: () => [{ open: SMALL }, { inherited: 3 }], expect: 'org.varlink.service.PermissionDenied' },
+  { name: 'MountImage, no namespace (into the host, as uid 1000)', daemon: 'mnt', method: `${MFS}.MountImage`, parameters: { imageFileDescriptor: 0 }, fds: () => [{ open: SMALL }], expect: 'success (1 fds)' },
+  { name: 'unknown method (MountFileSystem)', daemon: 'mnt', method: `${MFS}.Frobnicate`, parameters: {}, fds: () => [], expect: 'org.varlink.service.MethodNotFound {"method":"io.systemd.MountFileSystem.Frobnicate"}' },
 ];
 
 const describeReply = (r: CallResult): string =>
@@ -329,14 +335,16 @@ const describeReply = (r: CallResult): string =>
 test('error parity: the same bad calls against both, both replies recorded', async (t) => {
   const replies = {} as Record<Side['name'], CallResult[]>;
   for (const side of SIDES) {
-    const [allocated, fresh, fresh2] = await agent.userns(3);
-    await agent.allocate(side, allocated!, 'parity');
-    const c: ParityCtx = { allocated: allocated!, fresh: fresh!, fresh2: fresh2! };
+    const pids = await agent.userns(BAD_CALLS.length + 1);
+    const allocated = pids[BAD_CALLS.length]!;
+    await agent.allocate(side, allocated, 'parity');
+    let next = 0;
+    const c: ParityCtx = { allocated, fresh: () => pids[next++]! };
     replies[side.name] = [];
     for (const b of BAD_CALLS) {
       replies[side.name].push(await agent.call(b.daemon === 'ns' ? side.nsSocket : side.mntSocket, b.method, b.parameters, b.fds(c)));
     }
-    await agent.kill([allocated!, fresh!, fresh2!]);
+    await agent.kill(pids);
   }
   const rows = BAD_CALLS.map((b, i) => {
     const [m, s] = [replies.mountgate[i]!, replies.systemd[i]!];
@@ -345,8 +353,9 @@ test('error parity: the same bad calls against both, both replies recorded', asy
   for (const line of table(['bad call (uid 1000)', 'mountgate', 'systemd 262', ''], rows).split('\n')) t.diagnostic(line);
   for (const [i, b] of BAD_CALLS.entries()) {
     const m = replies.mountgate[i]!;
-    assert.ok(m.error && !m.error.startsWith('(client)'), `${b.name}: mountgate answered ${describeReply(m)}`);
+    assert.ok(!m.error?.startsWith('(client)'), `${b.name}: mountgate answered ${describeReply(m)}`);
     if (b.expect) assert.equal(describeReply(m), b.expect, b.name);
+    else assert.ok(m.error, `${b.name}: mountgate answered ${describeReply(m)}`);
   }
 });
 
