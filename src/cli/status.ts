@@ -52,6 +52,9 @@ const mntfsdStatus = z.object({
   cacheHits: count,
   verifications: count,
   mountsHandedOut: count,
+  copyBytesInMemory: count,
+  copyBytesOnDisk: count,
+  copyMemoryBudget: count,
 });
 export type MntfsdStatus = z.infer<typeof mntfsdStatus>;
 
@@ -143,6 +146,8 @@ function mntfsdText(d: DaemonStatus<MntfsdStatus>): string[] {
   lines.push(`  Mounts handed out:  ${s.mountsHandedOut}`);
   lines.push(`  Verifications:      ${s.verifications} (cache hits: ${s.cacheHits})`);
   lines.push(`  Verified images:    ${s.cachedImages.length}`);
+  const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
+  lines.push(`  Verified copies:    ${mib(s.copyBytesInMemory)} in memory (budget ${mib(s.copyMemoryBudget)}), ${mib(s.copyBytesOnDisk)} on disk`);
   if (s.cachedImages.length) lines.push(...table([['ROOT HASH', 'FS'], ...s.cachedImages.map((c) => [c.rootHash, c.fileSystemType])]));
   return lines;
 }

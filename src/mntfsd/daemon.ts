@@ -118,6 +118,10 @@ export function startMntfsd(opts: MntfsdOptions = {}): Mntfsd {
           cacheHits: cache.stats.hits,
           verifications: cache.stats.misses,
           mountsHandedOut: counters.mountsHandedOut,
+          // Without probing: a probe closes and remakes the base mounts.
+          copyBytesInMemory: cache.usage().memoryBytes,
+          copyBytesOnDisk: cache.usage().diskBytes,
+          copyMemoryBudget: cache.storage.memoryBudget,
         },
       }),
     },

@@ -205,6 +205,11 @@ method GetStatus() -> (
   # Partitions verified and copied into private storage.
   verifications: int,
   # Mount fds handed out since start.
-  mountsHandedOut: int
+  mountsHandedOut: int,
+  # Bytes of verified copies held in memory, and on disk in the state directory.
+  copyBytesInMemory: int,
+  copyBytesOnDisk: int,
+  # What copies may hold in memory before they go to the state directory.
+  copyMemoryBudget: int
 )
 `;
