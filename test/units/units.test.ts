@@ -89,6 +89,15 @@ test('units: systemd-compatible sockets, mode 0666, Type=notify, hardening that 
     // V8's JIT needs W+X pages.
     assert.equal(unit.get('Service')?.has('MemoryDenyWriteExecute'), false, name);
   }
+  // mntfsd's MountDirectory and MakeDirectory (test/mntfsd/directory.test.ts runs it with this
+  // bounding set in a mount namespace of its own, as ProtectSystem= and PrivateTmp= give it).
+  const mntfsd = readUnit('mountgate-mntfsd.service');
+  assert.deepEqual(
+    (value(mntfsd, 'Service', 'CapabilityBoundingSet') ?? '').split(/\s+/).sort(),
+    ['CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_SETFCAP', 'CAP_SETGID', 'CAP_SETUID', 'CAP_SYS_ADMIN', 'CAP_SYS_CHROOT', 'CAP_SYS_PTRACE'],
+  );
+  assert.equal(value(mntfsd, 'Service', 'RestrictNamespaces'), 'user mnt');
+  for (const [key, v] of [['ProtectSystem', 'strict'], ['ProtectHome', 'yes'], ['PrivateTmp', 'yes'], ['PrivateNetwork', 'yes']] as const) assert.equal(value(mntfsd, 'Service', key), v, key);
 });
 
 interface Activated {
