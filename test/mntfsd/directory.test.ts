@@ -495,6 +495,13 @@ describe('resources', () => {
   test('after all of the above and a burst of calls the daemon holds no new fd and no helper', async () => {
     const before = openFds();
     await callsAs1000(Array.from({ length: 10 }, (_, i) => (i % 2 ? mountDir(path.join(home, 'ctree'), {}, []) : mountDir(path.join(dir, 'orphan'), {}, []))));
+    // Clones made through the nshelper in the caller's mount namespace leave nothing either.
+    const own = path.join(home, 'own');
+    const inOwnNs = await callsAs1000(
+      Array.from({ length: 4 }, () => ({ ...mountDir(own, { mode: 'identity' }, []), fds: [{ path: own }, 'own-ns'] as FdSpec[] })),
+      ['unshare', '--user', '--map-root-user', '--mount', '--'],
+    );
+    assert.deepEqual(inOwnNs, Array.from({ length: 4 }, () => ({ probes: {} })));
     await assertNoNewFds(before);
     // The joiner stays (shared, one process); its members and the userns-new helpers are gone.
     const helpers = execFileSync('ps', ['-o', 'args=', '--ppid', String(process.pid)], { encoding: 'utf8' }).split('\n').filter((l) => l.includes('mountgate-nshelper') && !l.includes('joiner'));
