@@ -187,8 +187,12 @@ function cloneHere(fd: number): number {
   try {
     return openTreeAttr(fd, '', CLONE_FLAGS, { attrClr: MOUNT_ATTR_IDMAP });
   } catch (err) {
-    // ENOSYS: older kernel; EINVAL: a file system without idmap support, or another namespace.
-    if (!isSysError(err, 'ENOSYS') && !isSysError(err, 'EINVAL')) throw err;
+    // ENOSYS: older kernel; EINVAL: a file system without idmap support, or another namespace;
+    // EPERM: a seccomp allow-list that predates the call (SystemCallFilter= under systemd 252,
+    // whose libseccomp does not know it; systemd-mountfsd.service drops its filter for this).
+    // open_tree() then keeps an idmapping the source carries: identity mode shows the tree as
+    // the caller's fd does, and a mapping mode fails in mount_setattr() (no idmap on an idmap).
+    if (!isSysError(err, 'ENOSYS') && !isSysError(err, 'EINVAL') && !isSysError(err, 'EPERM')) throw err;
   }
   return openTree(fd, '', CLONE_FLAGS);
 }
