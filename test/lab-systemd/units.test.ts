@@ -12,6 +12,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { FOREIGN_RANGE } from '../../src/id-ranges.js';
 import { CONTAINER_SIZE, CONTAINER_WINDOW } from '../../src/userdbd/range-allocator.js';
 
 /** This checkout, read-only through the lab's view of the host (test/lab-systemd/run). */
@@ -22,6 +23,7 @@ const USERDBD = 'mountgate-userdbd.service';
 const MNTFSD = 'mountgate-mntfsd.service';
 const SOCKETS = ['mountgate-userdbd.socket', 'mountgate-mntfsd.socket'];
 const HOME = '/home/tester';
+const FOREIGN_UID = FOREIGN_RANGE.start;
 const IMAGES = `${HOME}/images`;
 const IMAGE = `${IMAGES}/app.raw`;
 const HELLO = 'hello from the image\n';
@@ -287,6 +289,25 @@ test('uid 1000: systemd-nspawn --image= from the user\'s own manager, with the m
   }
   assertTransientRoot(stdout);
   await waitFor('the machine gone', () => run(['machinectl', 'show', 'mglab']).status !== 0, 60);
+});
+
+test('uid 1000: systemd-nspawn --directory= of a foreign-owned tree through the units (MountDirectory from the caller\'s mount namespace)', async () => {
+  await userManager();
+  // A tree at rest in the foreign range, below a directory of the caller's, as
+  // `systemd-dissect --shift DIR foreign` leaves it.
+  const dir = `${HOME}/machines/fdir`;
+  fs.mkdirSync(`${HOME}/machines`, { recursive: true });
+  fs.chownSync(`${HOME}/machines`, 1000, 1000);
+  fs.cpSync('/root/tree', dir, { recursive: true, verbatimSymlinks: true });
+  ok(['chown', '-hR', `${FOREIGN_UID}:${FOREIGN_UID}`, dir]);
+  const out = ok([
+    'systemd-run', '--user', '--machine=tester@', '--wait', '--pipe', '--quiet', '--collect', '--',
+    'systemd-nspawn', '-q', '--console=pipe', '--timezone=off', '--register=no', `--directory=${dir}`,
+    '/bin/sh', '-c', 'id -u; cat /etc/hello; echo w >/written',
+  ], 300_000);
+  assert.equal(out, `0\n${HELLO}`);
+  const st = fs.statSync(`${dir}/written`);
+  assert.deepEqual([st.uid, st.gid], [FOREIGN_UID, FOREIGN_UID], 'written as the container\'s root, stored foreign-owned');
 });
 
 test('systemctl kill -s KILL mountgate-userdbd.service: Restart= brings it back, still holding the namespace; its death then frees the range', async () => {
