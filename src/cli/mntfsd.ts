@@ -21,7 +21,8 @@ Options:
                        /dev/mapper/control and the verity target exist, else copy)
   --state-dir DIR      root-only directory (created 0700 if missing) for verified copies that
                        do not fit --copy-memory, as unnamed files that vanish with the daemon
-                       (default: none, copies stay in memory)
+                       (default: $STATE_DIRECTORY, which systemd sets from the unit's
+                       StateDirectory=; without it none, copies stay in memory)
   --copy-memory BYTES  memory for verified copies, with an optional K/M/G suffix (default: a
                        quarter of this machine's memory); unused copies are evicted to stay
                        within it, and new copies that still do not fit go to --state-dir
@@ -52,7 +53,8 @@ export async function mntfsdCommand(args: string[]): Promise<number> {
     trustedDirectories: values['trusted-dir'],
     idleExitSeconds,
     verity,
-    stateDir: values['state-dir'],
+    // systemd passes the unit's StateDirectory= as $STATE_DIRECTORY (systemd.exec(5)).
+    stateDir: values['state-dir'] ?? (process.env.STATE_DIRECTORY || undefined),
     copyMemoryBudget,
   });
   stopOnSignals(() => daemon.close());
