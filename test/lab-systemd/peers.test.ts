@@ -383,3 +383,15 @@ test('benchmarks side by side (bench/peers.ts)', { timeout: 3_600_000 }, async (
   const figures = await benchPeers(agent, [MOUNTGATE_SIDE, SYSTEMD_SIDE], { small: SMALL, large }, (s) => t.diagnostic(s));
   assert.ok(figures.length > 0);
 });
+
+// ---------------------------------------------------------------------------------------------
+// Last: the services above were stopped and activated again many times; a daemon must never
+// die by a signal on the way (systemd logs "Main process exited, code=killed|dumped").
+test('no daemon of either side died by a signal during these runs', (t) => {
+  ok(['journalctl', '--sync']);
+  const crashes = (units: string[]): string[] =>
+    run(['journalctl', ...units.flatMap((u) => ['-u', u]), '--no-pager', '-o', 'cat']).stdout.split('\n').filter((l) => /code=(killed|dumped)/.test(l));
+  const upstream = crashes([SYSTEMD_SIDE.nsService, SYSTEMD_SIDE.mntService]);
+  t.diagnostic(`systemd side: ${upstream.join('; ') || 'none'}`);
+  assert.deepEqual(crashes([MOUNTGATE_SIDE.nsService, MOUNTGATE_SIDE.mntService]), []);
+});
