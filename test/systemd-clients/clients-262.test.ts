@@ -190,3 +190,22 @@ test('systemd-import --user tar: MakeDirectory and MountDirectory unpack a tarba
   const st = fs.statSync(hello);
   assert.deepEqual([st.uid, st.gid], [FOREIGN_RANGE.start, FOREIGN_RANGE.start], 'unpacked as the image\'s root, stored foreign-owned');
 });
+
+test('varlinkctl: RegisterUserNamespace, AddControlGroupToUserNamespace, and AddMountToUserNamespace (root only, as upstream)', async () => {
+  const out = await h.ok(1000, ['sh', '-c',
+    `unshare --user --map-current-user sleep 60 & R=$!; ${WITH_USERNS} CG=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)/vcg; mkdir $CG &&
+     varlinkctl --push-fd=/proc/$R/ns/user call ${NR} io.systemd.NamespaceResource.RegisterUserNamespace '{"name":"vreg","userNamespaceFileDescriptor":0}' && echo --- &&
+     varlinkctl --push-fd=/proc/$P/ns/user call ${NR} io.systemd.NamespaceResource.AllocateUserRange '{"name":"vcg","size":65536,"userNamespaceFileDescriptor":0}' >/dev/null &&
+     varlinkctl --push-fd=/proc/$P/ns/user --push-fd=$CG call ${NR} io.systemd.NamespaceResource.AddControlGroupToUserNamespace '{"userNamespaceFileDescriptor":0,"controlGroupFileDescriptor":1}' && echo --- &&
+     stat -c '%u' $CG && echo --- &&
+     varlinkctl --push-fd=/proc/$P/ns/user --push-fd=/ call ${NR} io.systemd.NamespaceResource.AddMountToUserNamespace '{"userNamespaceFileDescriptor":0,"mountFileDescriptor":1}' 2>&1; kill $R $P`]);
+  const [registered, added, owner, mount] = out.split('---\n');
+  assert.equal(mount !== undefined && registered!.trim() !== '', true, `every step ran: ${out}`);
+  assert.deepEqual(JSON.parse(registered!), { name: '1000-vreg' });
+  assert.ok(added!.trim() === '' || added!.trim() === '{}', `AddControlGroupToUserNamespace replies without parameters: ${out}`);
+  // The group now belongs to the namespace's root: its transient base id.
+  const base = Number(owner!.trim());
+  assert.ok(base >= CONTAINER_WINDOW.min && base <= CONTAINER_WINDOW.max, out);
+  // varlinkctl names org.varlink.service.PermissionDenied by its errno text.
+  assert.match(mount!, /AddMountToUserNamespace\(\) failed: Permission denied/, out);
+});
