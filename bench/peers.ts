@@ -196,6 +196,8 @@ export async function benchPeers(agent: Agent, sides: readonly Side[], images: P
     add('RSS after 1,000 calls, range + mount daemon', 'MiB', { mountgate: after.mountgate / 1024, systemd: after.systemd / 1024 });
   });
 
+  // One machine-readable line per figure, for bench/run.ts's figure 10.
+  for (const f of figures) log(`peer-figure ${JSON.stringify(f)}`);
   log(table(['figure', 'mountgate', 'systemd 262', 'mountgate / systemd'], figures.map((f) => [f.name, `${f.mountgate.toFixed(2)} ${f.unit}`, `${f.systemd.toFixed(2)} ${f.unit}`, (f.mountgate / f.systemd).toFixed(2)])));
   return figures;
 }

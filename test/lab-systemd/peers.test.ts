@@ -362,7 +362,9 @@ test('error parity: the same bad calls against both, both replies recorded', asy
 // ---------------------------------------------------------------------------------------------
 // 3. Benchmarks
 
-test('benchmarks side by side (bench/peers.ts)', { timeout: 3_600_000 }, async (t) => {
+// Benchmarks are not tests: only `npm run bench` (figure 10, bench/run.ts) sets
+// MOUNTGATE_PEERS_BENCH=1; CI's run of this file proves behaviour only, and skips nothing.
+if (process.env.MOUNTGATE_PEERS_BENCH === '1') test('benchmarks side by side (bench/peers.ts)', { timeout: 3_600_000 }, async (t) => {
   let large: string | undefined;
   try {
     buildImage(LARGE, 'trusted', (tree) => {
