@@ -329,6 +329,13 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
 
 static void close_cb(uv_handle_t *h) {
   poller_t *p = (poller_t *)h->data;
+  /* Unwrap before freeing: a later method call on the JS object then throws "not a Poller"
+   * instead of reading freed memory. */
+  napi_handle_scope scope;
+  napi_value self;
+  napi_open_handle_scope(p->env, &scope); /* a libuv callback: no scope is open */
+  if (napi_get_reference_value(p->env, p->self, &self) == napi_ok && self) napi_remove_wrap(p->env, self, NULL);
+  napi_close_handle_scope(p->env, scope);
   napi_delete_reference(p->env, p->callback);
   napi_reference_unref(p->env, p->self, NULL);
   napi_delete_reference(p->env, p->self);
