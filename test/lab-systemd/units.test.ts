@@ -186,11 +186,16 @@ test('uid 1000: `mountgate run` gets a transient range (AllocateUserRange) and t
   assert.equal(s.userdbd.status?.policy.attached, true, 'the BPF-LSM policy is attached');
 });
 
-/** CAP_* numbers (linux/capability.h) of the names a unit's CapabilityBoundingSet= uses. */
-const CAPS: Record<string, number> = {
-  CAP_CHOWN: 0, CAP_DAC_OVERRIDE: 1, CAP_DAC_READ_SEARCH: 2, CAP_FOWNER: 3, CAP_SETGID: 6, CAP_SETUID: 7,
-  CAP_NET_ADMIN: 12, CAP_SYS_ADMIN: 21, CAP_SYS_RESOURCE: 24, CAP_PERFMON: 38, CAP_BPF: 39,
-};
+/** CAP_* numbers, in linux/capability.h order. */
+const CAPS: Record<string, number> = Object.fromEntries(
+  [
+    'CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'SETPCAP', 'LINUX_IMMUTABLE',
+    'NET_BIND_SERVICE', 'NET_BROADCAST', 'NET_ADMIN', 'NET_RAW', 'IPC_LOCK', 'IPC_OWNER', 'SYS_MODULE', 'SYS_RAWIO', 'SYS_CHROOT', 'SYS_PTRACE',
+    'SYS_PACCT', 'SYS_ADMIN', 'SYS_BOOT', 'SYS_NICE', 'SYS_RESOURCE', 'SYS_TIME', 'SYS_TTY_CONFIG', 'MKNOD', 'LEASE', 'AUDIT_WRITE',
+    'AUDIT_CONTROL', 'SETFCAP', 'MAC_OVERRIDE', 'MAC_ADMIN', 'SYSLOG', 'WAKE_ALARM', 'BLOCK_SUSPEND', 'AUDIT_READ', 'PERFMON', 'BPF',
+    'CHECKPOINT_RESTORE',
+  ].map((name, bit) => [`CAP_${name}`, bit]),
+);
 
 test('the shipped units run unchanged, and their hardening is in effect in the running daemons', () => {
   for (const u of [USERDBD, MNTFSD]) {
