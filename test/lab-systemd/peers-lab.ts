@@ -128,6 +128,7 @@ export function removeUnits(): void {
   run(['systemctl', 'daemon-reload']);
   // Pinned policies outlive their loaders; neither may linger for the next test file.
   fs.rmSync(MG_PIN_DIR, { recursive: true, force: true });
+  run(['umount', `${PEERS}/checkout`]); // the agent's view of the checkout (Agent.start)
 }
 
 export const show = (unit: string, prop: string): string => ok(['systemctl', 'show', '-P', prop, unit]).trim();
@@ -173,8 +174,15 @@ export class Agent {
     ok([path.join(CHECKOUT, 'node_modules/.bin/esbuild'), path.join(CHECKOUT, 'test/lab-systemd/peers-agent.ts'), '--bundle', '--platform=node', '--format=esm',
       '--target=node20', '--log-level=warning', `--outfile=${out}`]);
     fs.chmodSync(out, 0o644);
+    // The checkout may sit below directories only root can enter (a clone in /root): the
+    // agent, uid 1000, reads it through a bind mount of the checkout alone.
+    const view = `${PEERS}/checkout`;
+    if (run(['mountpoint', '-q', view]).status !== 0) {
+      fs.mkdirSync(view, { recursive: true });
+      ok(['mount', '--bind', '-o', 'ro', CHECKOUT, view]);
+    }
     const child = spawn('setpriv', [`--reuid=${USER.uid}`, `--regid=${USER.gid}`, '--init-groups', '--inh-caps=-all', '--', 'env', '-i', 'PATH=/usr/bin:/bin:/usr/sbin:/sbin',
-      `HOME=${USER.home}`, `PEERS_CHECKOUT=${CHECKOUT}`, '/usr/bin/node', out], { stdio: ['pipe', 'pipe', 'inherit', ...inherit], cwd: '/' });
+      `HOME=${USER.home}`, `PEERS_CHECKOUT=${view}`, '/usr/bin/node', out], { stdio: ['pipe', 'pipe', 'inherit', ...inherit], cwd: '/' });
     return new Agent(child);
   }
 
