@@ -7,33 +7,11 @@
 //                                        prints {ok, errors}
 //   bench SOCKET COUNT                   round-trip times of COUNT allocations; prints {p50, ms}
 import fs from 'node:fs';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { VarlinkClient } from '../../src/ipc/client.js';
+import { unshared } from './unshared.js';
 import { VarlinkError } from '../../src/ipc/errors.js';
 
 const METHOD = 'io.systemd.NamespaceResource.AllocateUserRange';
-
-/** Starts `unshare --user [--mount] sleep` under a detached shell that reaps it (a zombie
- * would keep its namespace alive) and returns its pid once it unshared. */
-async function emptyUserns(withMount: boolean): Promise<number> {
-  const unshare = `unshare --user ${withMount ? '--mount ' : ''}sleep 1000`;
-  const child = spawn('sh', ['-c', `${unshare} & echo $!; wait`], { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
-  const [line] = (await once(child.stdout, 'data')) as [Buffer];
-  child.stdout.destroy();
-  child.unref();
-  const pid = Number(line.toString().trim());
-  const ours = fs.readlinkSync('/proc/self/ns/user');
-  for (let i = 0; i < 1000; i++) {
-    try {
-      if (fs.readlinkSync(`/proc/${pid}/ns/user`) !== ours) return pid;
-    } catch {
-      // not there yet
-    }
-    await new Promise((r) => setTimeout(r, 2));
-  }
-  throw new Error('unshare did not happen');
-}
 
 async function allocate(client: VarlinkClient, fd: number, name: string, size: number, delegate: number): Promise<Record<string, unknown>> {
   try {
@@ -54,7 +32,7 @@ async function main(argv: string[]): Promise<Record<string, unknown>> {
     switch (cmd) {
       case 'alloc': {
         const [name, size, delegate = '0', mount = ''] = rest;
-        const pid = await emptyUserns(mount === 'mount');
+        const pid = await unshared(mount === 'mount' ? 'mount' : undefined);
         const fd = fs.openSync(`/proc/${pid}/ns/user`, 'r');
         return { pid, ...(await allocate(client, fd, name, Number(size), Number(delegate))) };
       }
@@ -68,7 +46,7 @@ async function main(argv: string[]): Promise<Record<string, unknown>> {
         const errors: string[] = [];
         let ok = 0;
         for (let i = 0; i < count; i++) {
-          const pid = await emptyUserns(false);
+          const pid = await unshared();
           const fd = fs.openSync(`/proc/${pid}/ns/user`, 'r'); // keeps the namespace alive
           process.kill(pid, 'SIGKILL');
           const r = await allocate(client, fd, `m${i}`, 65536, 0);
@@ -81,7 +59,7 @@ async function main(argv: string[]): Promise<Record<string, unknown>> {
         const count = Number(rest[0]);
         const ms: number[] = [];
         for (let i = 0; i < count; i++) {
-          const pid = await emptyUserns(false);
+          const pid = await unshared();
           const fd = fs.openSync(`/proc/${pid}/ns/user`, 'r');
           process.kill(pid, 'SIGKILL');
           const t0 = performance.now();

@@ -11,31 +11,12 @@
 //                                  with hold: handed to a detached `sleep` (its pid in `holder`)
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { VarlinkClient } from '../../src/ipc/client.js';
+import { unshared } from './unshared.js';
 import { VarlinkError } from '../../src/ipc/errors.js';
 
 type Kind = 'user' | 'user+net' | 'user+mount';
 type Step = { spawn: Kind } | { call: string; params: Record<string, unknown>; fds?: string[]; hold?: boolean };
-
-async function unshared(kind: Kind): Promise<number> {
-  const cmd = `unshare --user ${kind === 'user' ? '' : `--${kind.slice(5)} `}sleep 1000`;
-  const child = spawn('sh', ['-c', `${cmd} & echo $!; wait`], { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
-  const [line] = (await once(child.stdout, 'data')) as [Buffer];
-  child.stdout.destroy();
-  child.unref();
-  const pid = Number(line.toString().trim());
-  const ours = fs.readlinkSync('/proc/self/ns/user');
-  for (let i = 0; i < 1000; i++) {
-    try {
-      if (fs.readlinkSync(`/proc/${pid}/ns/user`) !== ours) return pid;
-    } catch {
-      // not there yet
-    }
-    await new Promise((r) => setTimeout(r, 2));
-  }
-  throw new Error('unshare did not happen');
-}
 
 function fdPath(spec: string, pids: number[]): string {
   if (spec.startsWith('fd:')) return `/proc/self/fd/${spec.slice(3)}`;
@@ -72,7 +53,7 @@ async function main(socket: string, steps: Step[]): Promise<Record<string, unkno
   try {
     for (const step of steps) {
       if ('spawn' in step) {
-        pids.push(await unshared(step.spawn));
+        pids.push(await unshared(step.spawn === 'user' ? undefined : step.spawn === 'user+net' ? 'net' : 'mount'));
         continue;
       }
       const fds = (step.fds ?? []).map((spec) => fs.openSync(fdPath(spec, pids), 'r'));
