@@ -88,6 +88,10 @@ const fn = {
   ringFree: lib.func('void ring_buffer__free(void *rb)'),
   nextProgram: lib.func('void *bpf_object__next_program(void *obj, void *prev)'),
   programSection: lib.func('const char *bpf_program__section_name(void *prog)'),
+  nextMap: lib.func('void *bpf_object__next_map(void *obj, void *prev)'),
+  mapName: lib.func('const char *bpf_map__name(void *map)'),
+  mapType: lib.func('int bpf_map__type(void *map)'),
+  mapIsInternal: lib.func('bool bpf_map__is_internal(void *map)'),
   loadVmlinuxBtf: lib.func('void *btf__load_vmlinux_btf(void)'),
   btfFind: lib.func('int btf__find_by_name_kind(void *btf, const char *name, uint32_t kind)'),
   btfFree: lib.func('void btf__free(void *btf)'),
@@ -102,6 +106,25 @@ export function programSections(obj: BpfObject): string[] {
     sections.push(fn.programSection(prog) as string);
   }
   return sections;
+}
+
+/** The BPF_MAP_TYPE_* numbers the loader tells apart (enum bpf_map_type, include/uapi/linux/bpf.h). */
+export const MAP_TYPE = { HASH: 1, TASK_STORAGE: 29 } as const;
+
+/** A map the object declares in SEC(".maps"), with its BPF_MAP_TYPE_* number. */
+export interface DeclaredMap {
+  name: string;
+  type: number;
+}
+
+/** The object's own maps, in object order; libbpf's internal ones (.rodata*, .bss, .kconfig) are left out. */
+export function declaredMaps(obj: BpfObject): DeclaredMap[] {
+  const maps: DeclaredMap[] = [];
+  for (let map = fn.nextMap(obj, null) as bigint | null; map; map = fn.nextMap(obj, map) as bigint | null) {
+    if (fn.mapIsInternal(map) as boolean) continue;
+    maps.push({ name: fn.mapName(map) as string, type: fn.mapType(map) as number });
+  }
+  return maps;
 }
 
 /**

@@ -2,6 +2,7 @@
 //
 // Pins, under pinDir (default /sys/fs/bpf/mountgate; bpffs refuses dots in names):
 //   maps/{managed,setgroups_deny,ringbuf,meta}   links/<program>
+// both named after the object's own maps and programs (see readObject()).
 // Maps are pinned and reused across daemon generations, so managed namespaces stay managed.
 // `meta` holds the SHA-256 of the object and the id windows it was given, for the generation
 // that owns the links: a daemon running the same object with the same windows adopts the pins
@@ -43,47 +44,76 @@ const LSM_LIST = '/sys/kernel/security/lsm';
 export const ID_WINDOWS_SECTION = '.rodata.ids';
 
 /**
- * `struct id_windows` of userns-restrict.bpf.c, little-endian u32s: configured (1), the
- * TRANSIENT_WINDOWS (first, last) pairs, then the foreign window's first and last.
+ * struct id_windows of userns-restrict.h: byte size, the offset of each field, and of `last` in
+ * struct id_window (all u32, LE); `windows` is TRANSIENT_WINDOWS.
  */
+export const ID_WINDOWS = { size: 28, configured: 0, transient: 4, foreign: 20, windowSize: 8, last: 4, windows: 2 } as const;
+
+/** The .rodata.ids image: configured (1), the TRANSIENT_WINDOWS, then the foreign window. */
 export function idWindowsImage(): Buffer {
-  if (TRANSIENT_WINDOWS.length !== 2) throw new Error('the BPF policy takes exactly 2 transient windows (TRANSIENT_WINDOWS in userns-restrict.bpf.c)');
-  const words = [1, ...TRANSIENT_WINDOWS.flatMap((w) => [w.min, w.max]), FOREIGN_WINDOW.min, FOREIGN_WINDOW.max];
-  const image = Buffer.alloc(words.length * 4);
-  words.forEach((w, i) => image.writeUInt32LE(w, i * 4));
+  if (TRANSIENT_WINDOWS.length !== ID_WINDOWS.windows) {
+    throw new Error(`the BPF policy takes exactly ${ID_WINDOWS.windows} transient windows (TRANSIENT_WINDOWS in userns-restrict.h)`);
+  }
+  const image = Buffer.alloc(ID_WINDOWS.size);
+  const window = (at: number, w: { min: number; max: number }): void => {
+    image.writeUInt32LE(w.min, at);
+    image.writeUInt32LE(w.max, at + ID_WINDOWS.last);
+  };
+  image.writeUInt32LE(1, ID_WINDOWS.configured);
+  TRANSIENT_WINDOWS.forEach((w, i) => window(ID_WINDOWS.transient + i * ID_WINDOWS.windowSize, w));
+  window(ID_WINDOWS.foreign, FOREIGN_WINDOW);
   return image;
 }
 
+/** Every program's and map's name starts so; the rest names its hook, probe or pin. */
 const PROG_PREFIX = 'userns_restrict_';
-/** The object's programs by what they attach to: LSM hooks, and death probes in order of preference
- * (the object lists retire_userns_sysctls, which sees every namespace of a freed chain, first). */
-interface ObjectPrograms {
-  lsm: string[];
-  probes: string[];
+const MAP_PREFIX = 'userns_';
+
+/** A map kept across daemon generations, pinned as maps/<pin>. */
+interface ObjectMap {
+  pin: string;
+  name: string;
+  /** Keyed by namespace: sized by maxNamespaces when created. */
+  resizable: boolean;
 }
 
-/** Read from the object itself (each program's SEC()), so the list never drifts from the C. */
-export function objectPrograms(): ObjectPrograms {
+/** The object's programs by what they attach to: LSM hooks, and death probes in order of preference
+ * (the object lists retire_userns_sysctls, which sees every namespace of a freed chain, first);
+ * and the maps to pin. */
+interface ObjectContents {
+  lsm: string[];
+  probes: string[];
+  maps: ObjectMap[];
+}
+
+/**
+ * Read from the object itself (each program's SEC(), each map's declaration), so nothing here
+ * drifts from the C. Every map is pinned but task storage (per-task scratch, held only from a
+ * path hook to the inode hook of the same call); the hash maps are keyed by namespace.
+ */
+export function readObject(): ObjectContents {
   const obj = bpf.openObject(OBJECT_PATH);
   try {
     const sections = bpf.programSections(obj);
     const of = (kind: string): string[] => sections.filter((s) => s.startsWith(`${kind}/`)).map((s) => s.slice(kind.length + 1));
-    return { lsm: of('lsm'), probes: of('kprobe') };
+    const maps = bpf
+      .declaredMaps(obj)
+      .filter((m) => m.type !== bpf.MAP_TYPE.TASK_STORAGE)
+      .map((m) => {
+        if (!m.name.startsWith(MAP_PREFIX)) throw new Error(`map ${m.name} of ${OBJECT_PATH} lacks the prefix ${MAP_PREFIX}`);
+        return { pin: m.name.slice(MAP_PREFIX.length), name: m.name, resizable: m.type === bpf.MAP_TYPE.HASH };
+      });
+    return { lsm: of('lsm'), probes: of('kprobe'), maps };
   } finally {
     bpf.closeObject(obj);
   }
 }
-/** Pin name -> map name in the object. */
-const MAPS = {
-  managed: 'userns_managed',
-  setgroups_deny: 'userns_setgroups_deny',
-  ringbuf: 'userns_ringbuf',
-  meta: 'userns_meta',
-} as const;
-type PinnedMap = keyof typeof MAPS;
-const RESIZABLE: readonly PinnedMap[] = ['managed', 'setgroups_deny'];
-/** sizeof(struct userns_death) in userns-restrict.bpf.c; older builds wrote 16 bytes, inode first. */
-const DEATH_RECORD_SIZE = 4;
+
+/**
+ * struct userns_death of userns-restrict.h: byte size and the offset of each field (u32, LE).
+ * Older builds wrote 16 bytes, inode first, which this reads too.
+ */
+export const DEATH_RECORD = { size: 4, inode: 0 } as const;
 
 function u32(n: number): Buffer {
   const b = Buffer.alloc(4);
@@ -119,7 +149,7 @@ function readMeta(metaPin: string): Buffer | null {
 
 interface Pins {
   dir: string;
-  map(name: PinnedMap): string;
+  map(pin: string): string;
   link(program: string): string;
   links: string;
 }
@@ -127,7 +157,7 @@ interface Pins {
 function pinsAt(dir: string): Pins {
   return {
     dir,
-    map: (name) => path.join(dir, 'maps', name),
+    map: (pin) => path.join(dir, 'maps', pin),
     link: (program) => path.join(dir, 'links', program),
     links: path.join(dir, 'links'),
   };
@@ -139,7 +169,7 @@ function pinsAt(dir: string): Pins {
  * the missing hooks named, rather than a policy with a silent hole. The death probe has a
  * fallback: retire_userns_sysctls (needs CONFIG_SYSCTL), else free_user_ns.
  */
-function expectedPrograms({ lsm, probes }: ObjectPrograms): string[] {
+function expectedPrograms({ lsm, probes }: ObjectContents): string[] {
   // Each LSM hook has a BPF attachment point, the function bpf_lsm_<hook> (kernel/bpf/bpf_lsm.c).
   const present = bpf.kernelBtfFunctions(lsm.map((hook) => `bpf_lsm_${hook}`));
   const missing = lsm.filter((hook) => !present.has(`bpf_lsm_${hook}`));
@@ -151,7 +181,7 @@ function expectedPrograms({ lsm, probes }: ObjectPrograms): string[] {
 }
 
 /** Loads the object against the pinned maps (creating and pinning missing ones), attaches and pins. */
-function loadAndAttach(pins: Pins, all: ObjectPrograms, programs: string[], maxNamespaces: number, digest: Buffer): void {
+function loadAndAttach(pins: Pins, all: ObjectContents, programs: string[], maxNamespaces: number, digest: Buffer): void {
   const obj = bpf.openObject(OBJECT_PATH);
   const links: bpf.BpfLink[] = [];
   try {
@@ -161,19 +191,19 @@ function loadAndAttach(pins: Pins, all: ObjectPrograms, programs: string[], maxN
       throw new Error(`${ID_WINDOWS_SECTION} is ${bpf.valueSize(ids)} bytes, the loader writes ${image.length}`);
     }
     bpf.setInitialValue(ids, image);
-    const created: PinnedMap[] = [];
-    for (const [pin, mapName] of Object.entries(MAPS) as Array<[PinnedMap, string]>) {
-      const map = bpf.findMap(obj, mapName);
-      if (fs.existsSync(pins.map(pin))) {
-        const fd = bpf.objGet(pins.map(pin));
+    const created: ObjectMap[] = [];
+    for (const m of all.maps) {
+      const map = bpf.findMap(obj, m.name);
+      if (fs.existsSync(pins.map(m.pin))) {
+        const fd = bpf.objGet(pins.map(m.pin));
         try {
           bpf.reuseMapFd(map, fd);
         } finally {
           fs.closeSync(fd);
         }
       } else {
-        if (RESIZABLE.includes(pin)) bpf.setMaxEntries(map, maxNamespaces);
-        created.push(pin);
+        if (m.resizable) bpf.setMaxEntries(map, maxNamespaces);
+        created.push(m);
       }
     }
     for (const probe of all.probes) {
@@ -189,7 +219,7 @@ function loadAndAttach(pins: Pins, all: ObjectPrograms, programs: string[], maxN
     }
     fs.mkdirSync(path.join(pins.dir, 'maps'), { recursive: true });
     fs.mkdirSync(pins.links, { recursive: true });
-    for (const pin of created) bpf.pinMap(bpf.findMap(obj, MAPS[pin]), pins.map(pin));
+    for (const m of created) bpf.pinMap(bpf.findMap(obj, m.name), pins.map(m.pin));
 
     for (const name of programs) {
       const prog = bpf.findProgram(obj, PROG_PREFIX + name);
@@ -202,7 +232,7 @@ function loadAndAttach(pins: Pins, all: ObjectPrograms, programs: string[], maxN
       fs.renameSync(staging, pins.link(name));
     }
     // Only now is this generation complete: a later install may adopt it.
-    bpf.mapUpdate(bpf.mapFd(bpf.findMap(obj, MAPS.meta)), u32(0), digest);
+    bpf.mapUpdate(bpf.mapFd(bpf.findMap(obj, `${MAP_PREFIX}meta`)), u32(0), digest);
     // Links of programs this generation no longer has (e.g. the other death probe).
     for (const entry of fs.readdirSync(pins.links)) {
       if (!programs.includes(entry)) fs.rmSync(path.join(pins.links, entry), { force: true });
@@ -224,16 +254,19 @@ export class UsernsPolicy {
   private readonly pins: Pins;
   private readonly lsm: boolean;
   private readonly programs: string[];
+  /** Pin names of the object's maps (empty when the object was not read). */
+  private readonly mapPins: string[];
   private fds: MapFds | null;
   private readonly reason?: string;
   private consumer: bpf.RingBufferConsumer | null = null;
   private poller: Poller | null = null;
   private readonly listeners = new Set<(ev: NamespaceDeath | null) => void>();
 
-  private constructor(pins: Pins, lsm: boolean, programs: string[], fds: MapFds | null, reason?: string) {
+  private constructor(pins: Pins, lsm: boolean, programs: string[], mapPins: string[], fds: MapFds | null, reason?: string) {
     this.pins = pins;
     this.lsm = lsm;
     this.programs = programs;
+    this.mapPins = mapPins;
     this.fds = fds;
     this.reason = reason;
   }
@@ -258,23 +291,25 @@ export class UsernsPolicy {
       throw new RangeError(`maxNamespaces out of range: ${maxNamespaces}`);
     }
     if (!UsernsPolicy.lsmAvailable()) {
-      return new UsernsPolicy(pins, false, [], null, `'bpf' is not in ${LSM_LIST}`);
+      return new UsernsPolicy(pins, false, [], [], null, `'bpf' is not in ${LSM_LIST}`);
     }
     // The windows are part of the generation: a daemon with other windows must not adopt the pins.
     const digest = crypto.createHash('sha256').update(fs.readFileSync(OBJECT_PATH)).update(idWindowsImage()).digest();
     const existed = fs.existsSync(pins.dir);
     let programs: string[] = [];
+    let mapPins: string[] = [];
     try {
-      const all = objectPrograms();
+      const all = readObject();
+      mapPins = all.maps.map((m) => m.pin);
       programs = expectedPrograms(all);
       const current = readMeta(pins.map('meta'))?.equals(digest) && programs.every((p) => fs.existsSync(pins.link(p)));
       if (!current) loadAndAttach(pins, all, programs, maxNamespaces, digest);
-      return new UsernsPolicy(pins, true, programs, UsernsPolicy.openMaps(pins));
+      return new UsernsPolicy(pins, true, programs, mapPins, UsernsPolicy.openMaps(pins));
     } catch (err) {
       // A fresh install that failed leaves nothing behind; a failed upgrade keeps the old policy.
       if (!existed) fs.rmSync(pins.dir, { recursive: true, force: true });
       const reason = err instanceof Error ? err.message : String(err);
-      return new UsernsPolicy(pins, true, programs, null, `cannot install the BPF policy: ${reason}`);
+      return new UsernsPolicy(pins, true, programs, mapPins, null, `cannot install the BPF policy: ${reason}`);
     }
   }
 
@@ -286,7 +321,7 @@ export class UsernsPolicy {
   private static openMaps(pins: Pins): MapFds {
     const opened: number[] = [];
     try {
-      for (const name of ['managed', 'setgroups_deny', 'ringbuf'] as const) opened.push(bpf.objGet(pins.map(name)));
+      for (const role of ['managed', 'setgroups_deny', 'ringbuf'] as const) opened.push(bpf.objGet(pins.map(role)));
     } catch (err) {
       for (const fd of opened) fs.closeSync(fd);
       throw err;
@@ -300,7 +335,7 @@ export class UsernsPolicy {
     const status: PolicyStatus = {
       lsm: this.lsm,
       attached: this.programs.length > 0 && hooks.length === this.programs.length,
-      pinned: (Object.keys(MAPS) as PinnedMap[]).every((m) => fs.existsSync(this.pins.map(m))),
+      pinned: this.mapPins.length > 0 && this.mapPins.every((m) => fs.existsSync(this.pins.map(m))),
       managed: this.fds ? bpf.mapCount(this.fds.managed, 4) : 0,
       hooks,
     };
@@ -335,8 +370,8 @@ export class UsernsPolicy {
   private startConsumer(): void {
     if (this.consumer) return;
     const consumer = bpf.ringBuffer(this.maps().ringbuf, (data) => {
-      if (data.length < DEATH_RECORD_SIZE) return;
-      const ev: NamespaceDeath = { inode: data.readUInt32LE(0) };
+      if (data.length < DEATH_RECORD.size) return;
+      const ev: NamespaceDeath = { inode: data.readUInt32LE(DEATH_RECORD.inode) };
       for (const l of this.listeners) l(ev);
     });
     this.consumer = consumer;

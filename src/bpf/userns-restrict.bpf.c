@@ -37,6 +37,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include "userns-restrict.h"
 
 #define EPERM 1
 #define INVALID_ID 0xffffffffU
@@ -72,16 +73,7 @@ struct {
 	__type(value, __u32);
 } userns_setgroups_deny SEC(".maps");
 
-/*
- * A death record: the nsfs inode only. The daemon never trusts it alone (inode numbers are
- * recycled): it releases a namespace only once open_by_handle_at() on its recorded NS_GET_ID
- * says it is gone. struct ns_common's id field is not NS_GET_ID's value on every kernel
- * (Debian sid's 7.x differs), so it is not reported.
- */
-struct userns_death {
-	__u32 inode;
-};
-
+/* Death records (struct userns_death, userns-restrict.h) of managed namespaces. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16384 * sizeof(struct userns_death));
@@ -121,23 +113,7 @@ static __always_inline int deny_if(bool deny)
 	return deny ? eperm : ok;
 }
 
-struct id_window {
-	__u32 first, last;
-};
-
-#define TRANSIENT_WINDOWS 2
-
-/*
- * The id windows (src/id-ranges.ts: TRANSIENT_WINDOWS, FOREIGN_RANGE), written by the loader
- * into this section's map before load; the kernel freezes it. Left unset (configured == 0),
- * every id counts as transient: managed namespaces can then write nothing that outlives them.
- */
-struct id_windows {
-	__u32 configured;
-	struct id_window transient[TRANSIENT_WINDOWS];
-	struct id_window foreign;
-};
-
+/* Set by the loader before load (struct id_windows, userns-restrict.h). */
 const volatile struct id_windows id_windows SEC(".rodata.ids") = {};
 
 static __always_inline bool id_in(__u32 id, __u32 first, __u32 last)
