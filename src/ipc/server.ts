@@ -6,7 +6,7 @@ import path from 'node:path';
 import { createLogger } from '../log.js';
 import { native, POLL_READABLE, type PeerCred, type Poller } from '../native/index.js';
 import { Connection, closeQuietly, type Incoming } from './connection.js';
-import { ERR, ProtocolError, VarlinkError, invalidParameter, systemError } from './errors.js';
+import { ERR, ProtocolError, VarlinkError, invalidParameter, systemError, toVarlinkError } from './errors.js';
 import { parseInterface, type Interface } from './idl.js';
 import { IO_SYSTEMD_IDL, ORG_VARLINK_SERVICE_IDL } from './service-interfaces.js';
 import { validateCall } from './validate.js';
@@ -298,10 +298,11 @@ export class VarlinkServer {
     }
   }
 
+  /** Something other than a VarlinkError escaped a handler: logged as the daemon's failure,
+   * answered through the one translation (errors.ts toVarlinkError), EIO if it has no errno. */
   private internal(e: unknown, method: string): VarlinkError {
     this.opts.onInternalError?.(e, method);
-    const code = (e as { code?: unknown })?.code;
-    return systemError(typeof code === 'string' && code.startsWith('E') ? (e as { code: string; errno?: number }) : 'EIO');
+    return toVarlinkError(e) ?? systemError('EIO');
   }
 
   private async dispatch(call: Call, state: ConnState, fds: number[], owned: Set<number>): Promise<HandlerResult> {

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { FOREIGN_RANGE, isForeign, isTransient } from '../id-ranges.js';
-import { VarlinkError, invalidParameter, permissionDenied, systemError } from '../ipc/errors.js';
+import { ClientDisconnected, invalidParameter, permissionDenied, systemError, toVarlinkError } from '../ipc/errors.js';
 import type { CallContext, Handler, HandlerResult } from '../ipc/server.js';
 import {
   AT_REMOVEDIR,
@@ -49,7 +49,7 @@ import { pidfdOpen } from '../sys/pidfd.js';
 import { fdFlags } from '../sys/stat.js';
 import { MountFsError } from './errors.js';
 import type { MakeDirectoryParameters, MountDirectoryParameters, MountMapMode } from './interface.js';
-import { callerUserNamespace, toVarlinkError } from './mount-image.js';
+import { callerUserNamespace } from './mount-image.js';
 
 export interface DirectoryConfig {
   /** Registers returned mounts with userdbd; undefined when no userdbd is configured. */
@@ -66,7 +66,7 @@ export function directoryHandlers(cfg: DirectoryConfig): Record<string, Handler>
         return await mountDirectory(cfg, raw as unknown as MountDirectoryParameters, ctx);
       } catch (err) {
         cfg.log.debug({ method: 'MountDirectory', uid: ctx.peer.uid, err: (err as Error).message }, 'refused or failed');
-        throw toError(err);
+        throw toVarlinkError(err) ?? err; // failures on the caller's files are the caller's, not the daemon's
       }
     },
     MakeDirectory: async (raw, ctx) => {
@@ -74,18 +74,10 @@ export function directoryHandlers(cfg: DirectoryConfig): Record<string, Handler>
         return await makeDirectory(raw as unknown as MakeDirectoryParameters, ctx);
       } catch (err) {
         cfg.log.debug({ method: 'MakeDirectory', uid: ctx.peer.uid, err: (err as Error).message }, 'refused or failed');
-        throw toError(err);
+        throw toVarlinkError(err) ?? err; // failures on the caller's files are the caller's, not the daemon's
       }
     },
   };
-}
-
-/** toVarlinkError(), plus Node's own errno errors (fs.fchownSync and friends): an expected
- * failure of a call on the caller's files is io.systemd.System, not a daemon bug. */
-function toError(err: unknown): Error {
-  const e = toVarlinkError(err);
-  const { code, errno } = e as NodeJS.ErrnoException;
-  return !(e instanceof VarlinkError) && typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) && typeof errno === 'number' ? systemError({ code, errno }) : e;
 }
 
 // Flags a caller's directory fd may carry (fd_verify_safe_flags_full() with O_DIRECTORY, and
@@ -292,7 +284,7 @@ async function mountDirectory(cfg: DirectoryConfig, p: MountDirectoryParameters,
       }
     }
     if (usernsFd !== null && cfg.registerMount) await cfg.registerMount(usernsFd, mountFd);
-    if (ctx.disconnected) throw new Error('client disconnected');
+    if (ctx.disconnected) throw new ClientDisconnected();
   } catch (err) {
     fs.closeSync(mountFd);
     throw err;

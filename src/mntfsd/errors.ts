@@ -24,25 +24,26 @@ export const MOUNTFS_ERRNO: Record<MountFsErrorName, string> = {
   BadFileDescriptorFlags: 'EBADF',
 };
 
-export class MountFsError extends Error {
-  override name = 'MountFsError';
-
+/** An io.systemd.MountFileSystem error; the server sends it as it is (see ipc/errors.ts). */
+export class MountFsError extends VarlinkError {
   /** `detail` is for logs only; it never goes on the wire. */
   constructor(
     readonly kind: MountFsErrorName,
     readonly detail: string,
-    readonly parameters: Record<string, unknown> = {},
+    parameters: Record<string, unknown> = {},
   ) {
-    super(`${kind}: ${detail}`);
+    super(`${MOUNTFS_INTERFACE}.${kind}`, parameters, `${kind}: ${detail}`);
+    this.name = 'MountFsError';
   }
 
   /** Fully-qualified Varlink error name, e.g. io.systemd.MountFileSystem.IncompatibleImage. */
   get varlinkName(): string {
-    return `${MOUNTFS_INTERFACE}.${this.kind}`;
+    return this.error;
   }
 
+  /** Kept while callers convert: a MountFsError is a VarlinkError already. */
   toVarlink(): VarlinkError {
-    return new VarlinkError(this.varlinkName, this.parameters);
+    return this;
   }
 }
 

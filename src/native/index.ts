@@ -68,7 +68,7 @@ export interface NativeAddon {
    * Same check for blocks read from `srcFd` at `srcOffset`. Unless `dstFd` is -1, every
    * chunk is read once into private memory, hashed there, and that memory written to
    * `dstFd` at `dstOffset` + the same relative position. Rejects with an errno-coded
-   * Error on I/O failure (ENODATA when the source is shorter than `count` blocks).
+   * Error (positive errno) on I/O failure (ENODATA when the source is shorter than `count` blocks).
    */
   verityVerifyFd(
     srcFd: number,
@@ -91,4 +91,61 @@ export const projectRoot = path.resolve(here, '..', '..');
 export const nativeBuildDir = path.join(projectRoot, 'build', 'Release');
 
 const require = createRequire(import.meta.url);
-export const native = require(path.join(nativeBuildDir, 'mountgate.node')) as NativeAddon;
+const addon = require(path.join(nativeBuildDir, 'mountgate.node')) as NativeAddon;
+
+/**
+ * The addon's errors carry `code` (the errno name), `syscall` and `errno` negated, Node's and
+ * libuv's convention (mg_throw_errno() in addon.c). mountgate keeps errno positive everywhere
+ * (SysError, io.systemd.System): the sign is turned here, once, for every function.
+ */
+function positiveErrno(err: unknown): unknown {
+  const e = err as { errno?: unknown } | null;
+  if (e !== null && typeof e === 'object' && typeof e.errno === 'number' && e.errno < 0) e.errno = -e.errno;
+  return err;
+}
+
+function wrap<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R {
+  return (...args) => {
+    let r: R;
+    try {
+      r = fn.apply(addon, args);
+    } catch (err) {
+      throw positiveErrno(err);
+    }
+    return r instanceof Promise ? (r.catch((err: unknown) => Promise.reject(positiveErrno(err))) as R) : r;
+  };
+}
+
+/** The addon's Poller, its constructor's and start()'s errors in errno-positive form. */
+class PositivePoller implements Poller {
+  private readonly p: Poller;
+  constructor(fd: number, callback: (status: number, events: number) => void) {
+    try {
+      this.p = new addon.Poller(fd, callback);
+    } catch (err) {
+      throw positiveErrno(err);
+    }
+  }
+  start(events: number): void {
+    try {
+      this.p.start(events);
+    } catch (err) {
+      throw positiveErrno(err);
+    }
+  }
+  stop(): void {
+    this.p.stop();
+  }
+  close(): void {
+    this.p.close();
+  }
+  ref(on: boolean): void {
+    this.p.ref(on);
+  }
+}
+
+/** The addon, every function's errors in errno-positive form. */
+export const native: NativeAddon = {
+  ...(Object.fromEntries(Object.entries(addon).map(([name, v]) => [name, typeof v === 'function' ? wrap(v as (...args: unknown[]) => unknown) : v])) as unknown as NativeAddon),
+  Poller: PositivePoller,
+};

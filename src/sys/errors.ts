@@ -1,5 +1,7 @@
 // Errors from raw kernel calls, carrying the errno name so callers can match on `code`
-// the same way they do for Node's own fs errors.
+// the same way they do for Node's own fs errors. errno is positive, as the kernel's, here and in
+// the addon's errors (native/index.ts turns their sign); ipc/errors.ts toVarlinkError() answers
+// any of them as io.systemd.System.
 import os from 'node:os';
 import koffi from 'koffi';
 
