@@ -4,7 +4,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { native } from '../native/index.js';
 import { Connection, closeQuietly, type Incoming } from './connection.js';
 import { ProtocolError, VarlinkError } from './errors.js';
+import type { ErrorMap, MethodMap, VarlinkInterface } from './interfaces/define.js';
 import { parseReply } from './message.js';
+import { validateCall } from './validate.js';
 
 export interface ReplyWithFds {
   parameters: Record<string, unknown>;
@@ -139,4 +141,25 @@ export class VarlinkClient {
     this.closedWith = err ?? new Error('connection closed');
     for (const p of this.pending.splice(0)) p.onError(this.closedWith);
   }
+}
+
+/**
+ * Calls a method of an interface module (ipc/interfaces/) and checks the reply against its IDL
+ * as the server checks calls (validateCall): declared fields strictly, fields a newer server
+ * added dropped. A reply that does not fit is a ProtocolError, its fds closed.
+ */
+export async function callMethod<M extends MethodMap, E extends ErrorMap, K extends keyof M & string>(
+  client: VarlinkClient,
+  def: VarlinkInterface<M, E>,
+  method: K,
+  parameters: M[K]['parameters'],
+  opts?: CallOptions,
+): Promise<{ parameters: M[K]['reply']; fds: number[] }> {
+  const reply = await client.call(def.method[method], parameters as Record<string, unknown>, opts);
+  const check = validateCall(def.iface, def.iface.methods.get(method)!.output, reply.parameters);
+  if (!check.ok) {
+    reply.fds.forEach(closeQuietly);
+    throw new ProtocolError(`${def.method[method]}: invalid reply field ${check.parameter || '(parameters)'}`);
+  }
+  return { parameters: check.parameters as M[K]['reply'], fds: reply.fds };
 }

@@ -18,16 +18,11 @@
 // are the caller's doing (mntfsd's calls on the caller's files) applies toVarlinkError() itself,
 // so they are answered the same way without being logged as the daemon's failure.
 import { constants } from 'node:os';
+import { IoSystemd } from './interfaces/io.systemd.js';
+import { VarlinkService } from './interfaces/org.varlink.service.js';
 
-export const ERR = {
-  InterfaceNotFound: 'org.varlink.service.InterfaceNotFound',
-  MethodNotFound: 'org.varlink.service.MethodNotFound',
-  MethodNotImplemented: 'org.varlink.service.MethodNotImplemented',
-  InvalidParameter: 'org.varlink.service.InvalidParameter',
-  PermissionDenied: 'org.varlink.service.PermissionDenied',
-  ExpectedMore: 'org.varlink.service.ExpectedMore',
-  System: 'io.systemd.System',
-} as const;
+/** The errors a server answers with by itself, read from org.varlink.service and io.systemd. */
+export const ERR = { ...VarlinkService.error, System: IoSystemd.error.System } as const;
 
 export type ErrorParameters = Record<string, unknown>;
 

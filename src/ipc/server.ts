@@ -7,9 +7,11 @@ import { createLogger } from '../log.js';
 import { native, POLL_READABLE, type PeerCred, type Poller } from '../native/index.js';
 import { Connection, closeQuietly, type Incoming } from './connection.js';
 import { ERR, ProtocolError, VarlinkError, invalidParameter, systemError, toVarlinkError } from './errors.js';
-import { parseInterface, type Interface } from './idl.js';
-import { IO_SYSTEMD_IDL, ORG_VARLINK_SERVICE_IDL } from './service-interfaces.js';
+import type { Interface } from './idl.js';
+import { IoSystemd } from './interfaces/io.systemd.js';
+import { VarlinkService } from './interfaces/org.varlink.service.js';
 import { validateCall } from './validate.js';
+import { serve } from './interfaces/define.js';
 import { parseCall, type Call } from './message.js';
 
 export interface CallContext {
@@ -78,9 +80,6 @@ export interface DebugLog {
 const LOGGED_FIELDS_MAX = 16;
 const LOGGED_NAME_MAX = 64;
 
-/** org.varlink.service, served by every server (systemd 262's text). */
-export const SERVICE_IDL = ORG_VARLINK_SERVICE_IDL;
-
 interface ConnState {
   conn: Connection;
   peer: PeerCred;
@@ -108,10 +107,8 @@ export class VarlinkServer {
       stallTimeoutMs: 10_000,
       ...options,
     };
-    const iface = parseInterface(SERVICE_IDL);
-    this.addService({
-      iface,
-      handlers: {
+    this.addService(
+      serve(VarlinkService, {
         GetInfo: async () => ({
           parameters: {
             vendor: this.opts.vendor,
@@ -123,15 +120,15 @@ export class VarlinkServer {
           },
         }),
         GetInterfaceDescription: async (p) => {
-          const svc = this.services.get(p.interface as string);
+          const svc = this.services.get(p.interface);
           if (!svc) throw new VarlinkError(ERR.InterfaceNotFound, { interface: p.interface });
           return { parameters: { description: svc.iface.text } };
         },
-      },
-    });
+      }),
+    );
     // No methods: declared for its errors, io.systemd.System above all, which any handler may
-    // answer with (systemError). A call to io.systemd.* gets MethodNotFound.
-    this.addService({ iface: parseInterface(IO_SYSTEMD_IDL), handlers: {} });
+    // answer with (SystemError). A call to io.systemd.* gets MethodNotFound.
+    this.addService(serve(IoSystemd, {}));
   }
 
   addService(service: Service): void {

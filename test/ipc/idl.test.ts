@@ -3,14 +3,16 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { IdlError, formatInterface, formatType, parseInterface, type Interface } from '../../src/ipc/idl.js';
 import { lookupMethod, validateCall, validateParameters } from '../../src/ipc/validate.js';
-import { SERVICE_IDL } from '../../src/ipc/server.js';
-import { IO_SYSTEMD_IDL } from '../../src/ipc/service-interfaces.js';
-import { MOUNT_FILE_SYSTEM_IDL } from '../../src/mntfsd/interface.js';
+import { VarlinkService } from '../../src/ipc/interfaces/org.varlink.service.js';
+import { IoSystemd } from '../../src/ipc/interfaces/io.systemd.js';
+import { MountFileSystem } from '../../src/ipc/interfaces/io.systemd.MountFileSystem.js';
 
 const CERT = readFileSync(new URL('../varlink/org.varlink.certification.varlink', import.meta.url), 'utf8');
 
 // The server's own org.varlink.service text: round-tripping it checks what we serve.
-const SERVICE = SERVICE_IDL;
+const SERVICE = VarlinkService.idl;
+const IO_SYSTEMD_IDL = IoSystemd.idl;
+const MOUNT_FILE_SYSTEM_IDL = MountFileSystem.idl;
 
 /** The AST without the original text, for structural comparison. */
 function shape(i: Interface): Omit<Interface, 'text'> {

@@ -12,7 +12,7 @@ import { VarlinkClient } from '../../src/ipc/client.js';
 import { Connection } from '../../src/ipc/connection.js';
 import { VarlinkError } from '../../src/ipc/errors.js';
 import { parseInterface } from '../../src/ipc/idl.js';
-import { IO_SYSTEMD_IDL } from '../../src/ipc/service-interfaces.js';
+import { IoSystemd } from '../../src/ipc/interfaces/io.systemd.js';
 import { userEval } from '../e2e/user-package.js';
 
 const IDL = `# Test interface
@@ -109,7 +109,7 @@ test('GetInfo lists io.systemd (sorted, as systemd does) and GetInterfaceDescrip
   const d = await c.call('org.varlink.service.GetInterfaceDescription', { interface: 'org.example.test' });
   assert.equal(d.parameters.description, IDL);
   const sys = await c.call('org.varlink.service.GetInterfaceDescription', { interface: 'io.systemd' });
-  assert.equal(sys.parameters.description, IO_SYSTEMD_IDL);
+  assert.equal(sys.parameters.description, IoSystemd.idl);
   assert.match(sys.parameters.description as string, /^error System\(\n\t# .*\n\torigin: \?string,\n\t# .*\n\terrnoName: \?string,\n\t# .*\n\terrno: \?int\n\)$/m);
   // It declares errors only: there is nothing to call.
   await assert.rejects(c.call('io.systemd.System'), { error: 'org.varlink.service.MethodNotFound' });

@@ -1,33 +1,10 @@
-// io.systemd: the interface systemd's Varlink services all list in GetInfo. It declares the
-// generic errno error, io.systemd.System {origin, errnoName, errno}, that our handlers answer
-// with for kernel failures (systemError in errors.ts), plus three errors sd-varlink only ever
-// synthesizes on the client side. The text is systemd 262's, byte for byte, as
-// GetInterfaceDescription returns it there (sd-varlink's vl_interface_io_systemd).
-export const IO_SYSTEMD_IDL = `interface io.systemd
-
-# Local error if a Varlink connection is disconnected (this never crosses the wire and is synthesized locally only).
-error Disconnected()
-
-# A method call time-out has been reached (also synthesized locally, does not cross wire)
-error TimedOut()
-
-# Some form of protocol error (also synthesized locally, does not cross wire)
-error Protocol()
-
-# A generic Linux system error ("errno"s).
-error System(
-	# The origin of this system error, typically 'linux' to indicate Linux error numbers.
-	origin: ?string,
-	# The Linux error name, i.e. ENOENT, EHWPOISON or similar.
-	errnoName: ?string,
-	# The numeric Linux error number. Typically the name is preferable, if specified.
-	errno: ?int
-)
-`;
-
 // org.varlink.service as systemd 262 serves it (sd-varlink's vl_interface_org_varlink_service);
-// the members are the Varlink specification's, the comments systemd's.
-export const ORG_VARLINK_SERVICE_IDL = `# General Varlink service interface
+// the members are the Varlink specification's, the comments systemd's. Every server answers it
+// (server.ts: GetInfo, GetInterfaceDescription); its errors are the protocol's own (ERR in
+// ../errors.ts names them for the server's use).
+import { defineInterface } from './define.js';
+
+export const VarlinkService = defineInterface<Methods, Errors>(`# General Varlink service interface
 interface org.varlink.service
 
 # Get service meta information
@@ -82,4 +59,41 @@ error PermissionDenied()
 
 # A method was called with the 'more' flag off, but it may only be called with the flag turned on
 error ExpectedMore()
-`;
+`);
+
+// --- generated from the IDL by typegen.ts: do not edit below ---
+export type GetInfoParameters = Record<string, never>;
+export type GetInfoReply = {
+  vendor: string;
+  product: string;
+  version: string;
+  url: string;
+  interfaces: string[];
+};
+export type GetInterfaceDescriptionParameters = {
+  interface: string;
+};
+export type GetInterfaceDescriptionReply = {
+  description: string;
+};
+export type Methods = {
+  GetInfo: { parameters: GetInfoParameters; reply: GetInfoReply };
+  GetInterfaceDescription: { parameters: GetInterfaceDescriptionParameters; reply: GetInterfaceDescriptionReply };
+};
+export type Errors = {
+  InterfaceNotFound: {
+    interface: string;
+  };
+  MethodNotFound: {
+    method: string;
+  };
+  MethodNotImplemented: {
+    method: string;
+  };
+  InvalidParameter: {
+    parameter: string;
+  };
+  PermissionDenied: Record<string, never>;
+  ExpectedMore: Record<string, never>;
+};
+// --- end of generated types ---
