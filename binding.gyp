@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "mountgate",
-      "sources": ["src/native/addon.c", "src/native/socket.c", "src/native/hash.c"],
+      "sources": ["src/native/addon.c", "src/native/helpers.c", "src/native/socket.c", "src/native/hash.c"],
       "cflags": ["-Wall", "-Wextra", "-O2", "-D_GNU_SOURCE"],
       "cflags_c": ["-std=gnu11"]
     },

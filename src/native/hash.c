@@ -453,46 +453,33 @@ static void complete(napi_env env, napi_status status, void *data) {
   free(j);
 }
 
-static int get_i64(napi_env env, napi_value v, int64_t *out, int64_t min) {
-  double d;
-  if (napi_get_value_double(env, v, &d) != napi_ok || d != (double)(int64_t)d || d < (double)min || d > 9007199254740991.0) {
-    mg_throw_type(env, "expected a safe integer in range");
-    return 0;
-  }
-  *out = (int64_t)d;
-  return 1;
-}
-
-static int get_buf(napi_env env, job_t *j, napi_value v, const uint8_t **p, size_t *len) {
-  bool is;
+/* Argument i, a Buffer, held by the job (kept alive while the worker threads read it). */
+static int arg_job_buffer(const mg_args_t *a, size_t i, job_t *j, const uint8_t **p, size_t *len) {
   void *data;
-  if (napi_is_buffer(env, v, &is) != napi_ok || !is || napi_get_buffer_info(env, v, &data, len) != napi_ok) {
-    mg_throw_type(env, "expected a Buffer");
-    return 0;
-  }
-  /* Keep the Buffer alive while the worker threads read it. */
-  napi_create_reference(env, v, 1, &j->refs[j->nrefs++]);
+  if (!mg_arg_buffer(a, i, &data, len)) return 0;
+  napi_create_reference(a->env, a->argv[i], 1, &j->refs[j->nrefs++]);
   *p = data;
   return 1;
 }
 
 static int is_pow2(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
 
-/* Parses (blockSize, count, salt, expected, hashBlockSize, hashesPerBlock) at argv and
- * checks that every expected slot lies inside `expected`. */
-static int parse_common(napi_env env, job_t *j, napi_value *argv) {
+/* Parses (blockSize, count, salt, expected, hashBlockSize, hashesPerBlock) from argument
+ * `at` on and checks that every expected slot lies inside `expected`. */
+static int parse_common(const mg_args_t *a, size_t at, job_t *j) {
   int64_t bs, count, hbs, per;
   size_t salt_len, exp_len;
-  if (!get_i64(env, argv[0], &bs, 1) || !get_i64(env, argv[1], &count, 1) || !get_buf(env, j, argv[2], &j->salt, &salt_len) ||
-      !get_buf(env, j, argv[3], &j->expected, &exp_len) || !get_i64(env, argv[4], &hbs, DIGEST) || !get_i64(env, argv[5], &per, 1))
+  if (!mg_arg_i64(a, at, 1, &bs) || !mg_arg_i64(a, at + 1, 1, &count) || !arg_job_buffer(a, at + 2, j, &j->salt, &salt_len) ||
+      !arg_job_buffer(a, at + 3, j, &j->expected, &exp_len) || !mg_arg_i64(a, at + 4, DIGEST, &hbs) ||
+      !mg_arg_i64(a, at + 5, 1, &per))
     return 0;
   if (!is_pow2(bs) || bs > (int64_t)CHUNK || salt_len > 256 || per * DIGEST > hbs || count > INT64_MAX / 2 / bs) {
-    mg_throw_type(env, "invalid hashing geometry");
+    mg_args_invalid(a, "invalid hashing geometry");
     return 0;
   }
   int64_t last = count - 1;
   if ((last / per) > INT64_MAX / 2 / hbs || (uint64_t)((last / per) * hbs + (last % per) * DIGEST + DIGEST) > exp_len) {
-    mg_throw_type(env, "expected digests out of range");
+    mg_args_invalid(a, "expected digests out of range");
     return 0;
   }
   j->block_size = (uint32_t)bs;
@@ -530,44 +517,43 @@ static napi_value job_start(napi_env env, job_t *j) {
   return promise;
 }
 
-/* verityVerifyMemory(data, blockSize, count, salt, expected, hashBlockSize, hashesPerBlock) */
+#define VERIFY_MEMORY "verityVerifyMemory(data, blockSize, count, salt, expected, hashBlockSize, hashesPerBlock)"
+#define VERIFY_FD \
+  "verityVerifyFd(srcFd, srcOffset, dstFd, dstOffset, blockSize, count, salt, expected, hashBlockSize, hashesPerBlock)"
+
 static napi_value verify_memory(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc != 7) return mg_throw_type(env, "verityVerifyMemory takes 7 arguments");
+  mg_args_t a;
+  if (!mg_args(env, info, VERIFY_MEMORY, 7, &a)) return NULL;
   job_t *j = job_new();
   if (!j) return mg_throw_errno(env, ENOMEM, "calloc");
   size_t len;
-  if (!get_buf(env, j, argv[0], &j->src_mem, &len) || !parse_common(env, j, argv + 1)) {
+  if (!arg_job_buffer(&a, 0, j, &j->src_mem, &len) || !parse_common(&a, 1, j)) {
     job_abort(env, j);
     return NULL;
   }
   if ((uint64_t)j->count > len / j->block_size) {
     job_abort(env, j);
-    return mg_throw_type(env, "data shorter than count blocks");
+    return mg_args_invalid(&a, "data shorter than count blocks");
   }
   return job_start(env, j);
 }
 
-/* verityVerifyFd(srcFd, srcOffset, dstFd, dstOffset, blockSize, count, salt, expected, hashBlockSize, hashesPerBlock) */
+/* dstFd is -1 for no copy. */
 static napi_value verify_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 10;
-  napi_value argv[10];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc != 10) return mg_throw_type(env, "verityVerifyFd takes 10 arguments");
+  mg_args_t a;
+  if (!mg_args(env, info, VERIFY_FD, 10, &a)) return NULL;
   job_t *j = job_new();
   if (!j) return mg_throw_errno(env, ENOMEM, "calloc");
   int src_fd, dst_fd;
-  if (!mg_get_int(env, argv[0], &src_fd) || !get_i64(env, argv[1], &j->src_off, 0) || !mg_get_int(env, argv[2], &dst_fd) ||
-      !get_i64(env, argv[3], &j->dst_off, 0) || !parse_common(env, j, argv + 4)) {
+  if (!mg_arg_fd(&a, 0, &src_fd) || !mg_arg_i64(&a, 1, 0, &j->src_off) || !mg_arg_int(&a, 2, &dst_fd) ||
+      !mg_arg_i64(&a, 3, 0, &j->dst_off) || !parse_common(&a, 4, j)) {
     job_abort(env, j);
     return NULL;
   }
   int64_t bytes = j->count * (int64_t)j->block_size;
-  if (src_fd < 0 || dst_fd < -1 || j->src_off > INT64_MAX - bytes || j->dst_off > INT64_MAX - bytes) {
+  if (dst_fd < -1 || j->src_off > INT64_MAX - bytes || j->dst_off > INT64_MAX - bytes) {
     job_abort(env, j);
-    return mg_throw_type(env, "invalid fd");
+    return mg_args_invalid(&a, "dstFd below -1, or an offset past the largest file");
   }
 
   j->src_fd = src_fd;

@@ -21,16 +21,14 @@
 /* The kernel caps one SCM_RIGHTS message at SCM_MAX_FD = 253 fds. */
 #define MG_MAX_FDS 253
 
-static int fill_addr(napi_env env, napi_value v, struct sockaddr_un *sa, socklen_t *len) {
+/* Argument i, a socket path ('@' first for an abstract one), as an address. */
+static int arg_addr(const mg_args_t *a, size_t i, struct sockaddr_un *sa, socklen_t *len) {
   size_t n = 0;
   memset(sa, 0, sizeof *sa);
   sa->sun_family = AF_UNIX;
-  if (napi_get_value_string_utf8(env, v, sa->sun_path, sizeof sa->sun_path, &n) != napi_ok) {
-    mg_throw_type(env, "expected a socket path string");
-    return 0;
-  }
+  if (!mg_arg_string(a, i, sa->sun_path, sizeof sa->sun_path, &n)) return 0;
   if (n == 0 || n >= sizeof sa->sun_path - 1) {
-    mg_throw_errno(env, ENAMETOOLONG, "sockaddr_un");
+    mg_throw_errno(a->env, ENAMETOOLONG, "sockaddr_un");
     return 0;
   }
   /* A leading '@' names an abstract socket. */
@@ -47,13 +45,12 @@ static napi_value int_value(napi_env env, int v) {
 
 /* listen(path, backlog) -> fd */
 static napi_value js_listen(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  mg_args_t a;
   struct sockaddr_un sa;
   socklen_t len;
   int backlog;
-  if (argc < 2 || !fill_addr(env, argv[0], &sa, &len) || !mg_get_int(env, argv[1], &backlog)) return NULL;
+  if (!mg_args(env, info, "listen(path, backlog)", 2, &a) || !arg_addr(&a, 0, &sa, &len) || !mg_arg_int(&a, 1, &backlog))
+    return NULL;
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return mg_throw_errno(env, errno, "socket");
   if (bind(fd, (struct sockaddr *)&sa, len) < 0) {
@@ -72,12 +69,10 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
 /* connect(path) -> fd. AF_UNIX connects complete at once or fail with EAGAIN
  * (backlog full), which is thrown for the caller to retry. */
 static napi_value js_connect(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  mg_args_t a;
   struct sockaddr_un sa;
   socklen_t len;
-  if (argc < 1 || !fill_addr(env, argv[0], &sa, &len)) return NULL;
+  if (!mg_args(env, info, "connect(path)", 1, &a) || !arg_addr(&a, 0, &sa, &len)) return NULL;
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return mg_throw_errno(env, errno, "socket");
   if (connect(fd, (struct sockaddr *)&sa, len) < 0) {
@@ -90,11 +85,10 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
 
 /* accept(listenFd) -> fd | null when no connection is pending */
 static napi_value js_accept(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], r;
+  mg_args_t a;
+  napi_value r;
   int lfd;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1 || !mg_get_int(env, argv[0], &lfd)) return NULL;
+  if (!mg_args(env, info, "accept(listenFd)", 1, &a) || !mg_arg_fd(&a, 0, &lfd)) return NULL;
   int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (fd < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED || errno == EINTR) {
@@ -122,23 +116,17 @@ static napi_value js_socketpair(napi_env env, napi_callback_info info) {
 /* sendmsg(fd, buffer, offset, length, fds[]) -> bytes written | -1 when it would block.
  * All fds ride on this one call (the start of a Varlink message). */
 static napi_value js_sendmsg(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  int fd, off, len;
+  mg_args_t a;
+  int fd, off, len, fds[MG_MAX_FDS];
   void *data;
   size_t dlen;
   uint32_t nfds = 0;
-  bool is_arr = false;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 5 || !mg_get_int(env, argv[0], &fd) || !mg_get_int(env, argv[2], &off) ||
-      !mg_get_int(env, argv[3], &len))
+  if (!mg_args(env, info, "sendmsg(fd, buf, offset, length, fds)", 5, &a) || !mg_arg_fd(&a, 0, &fd) ||
+      !mg_arg_buffer(&a, 1, &data, &dlen) || !mg_arg_int(&a, 2, &off) || !mg_arg_int(&a, 3, &len) ||
+      !mg_arg_fd_array(&a, 4, fds, MG_MAX_FDS, &nfds))
     return NULL;
-  if (napi_get_buffer_info(env, argv[1], &data, &dlen) != napi_ok)
-    return mg_throw_type(env, "expected a Buffer");
-  if (off < 0 || len < 0 || (size_t)off + (size_t)len > dlen) return mg_throw_type(env, "range outside buffer");
-  napi_is_array(env, argv[4], &is_arr);
-  if (!is_arr) return mg_throw_type(env, "expected an fd array");
-  napi_get_array_length(env, argv[4], &nfds);
+  if (off < 0 || len < 0 || (size_t)off + (size_t)len > dlen)
+    return mg_args_invalid(&a, "offset and length outside buf");
   if (nfds > MG_MAX_FDS) return mg_throw_errno(env, ETOOMANYREFS, "sendmsg");
 
   union {
@@ -155,12 +143,7 @@ static napi_value js_sendmsg(napi_env env, napi_callback_info info) {
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    int *fds = (int *)CMSG_DATA(c);
-    for (uint32_t i = 0; i < nfds; i++) {
-      napi_value e;
-      napi_get_element(env, argv[4], i, &e);
-      if (!mg_get_int(env, e, &fds[i])) return NULL;
-    }
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
   }
   ssize_t n;
   do n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -176,15 +159,13 @@ static napi_value js_sendmsg(napi_env env, napi_callback_info info) {
  * bytes == 0 means end of stream. truncated means the kernel dropped fds (MSG_CTRUNC);
  * the caller must treat that as a protocol error. */
 static napi_value js_recvmsg(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2], r, arr;
+  mg_args_t a;
+  napi_value r, arr;
   int fd;
   void *data;
   size_t dlen;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 2 || !mg_get_int(env, argv[0], &fd)) return NULL;
-  if (napi_get_buffer_info(env, argv[1], &data, &dlen) != napi_ok)
-    return mg_throw_type(env, "expected a Buffer");
+  if (!mg_args(env, info, "recvmsg(fd, buf)", 2, &a) || !mg_arg_fd(&a, 0, &fd) || !mg_arg_buffer(&a, 1, &data, &dlen))
+    return NULL;
 
   union {
     char buf[CMSG_SPACE(sizeof(int) * MG_MAX_FDS)];
@@ -222,11 +203,10 @@ static napi_value js_recvmsg(napi_env env, napi_callback_info info) {
 
 /* peerCred(fd) -> { pid, uid, gid } */
 static napi_value js_peercred(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], r;
+  mg_args_t a;
+  napi_value r;
   int fd;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1 || !mg_get_int(env, argv[0], &fd)) return NULL;
+  if (!mg_args(env, info, "peerCred(fd)", 1, &a) || !mg_arg_fd(&a, 0, &fd)) return NULL;
   struct ucred cr;
   socklen_t l = sizeof cr;
   if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0) return mg_throw_errno(env, errno, "getsockopt(SO_PEERCRED)");
@@ -242,11 +222,9 @@ static napi_value js_peercred(napi_env env, napi_callback_info info) {
 
 /* peerPidfd(fd) -> pidfd (close-on-exec) | -1 when the kernel lacks SO_PEERPIDFD */
 static napi_value js_peerpidfd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+  mg_args_t a;
   int fd, pidfd = -1;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1 || !mg_get_int(env, argv[0], &fd)) return NULL;
+  if (!mg_args(env, info, "peerPidfd(fd)", 1, &a) || !mg_arg_fd(&a, 0, &fd)) return NULL;
   socklen_t l = sizeof pidfd;
   if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &l) < 0) {
     if (errno == ENOPROTOOPT || errno == EINVAL) return int_value(env, -1);
@@ -257,11 +235,9 @@ static napi_value js_peerpidfd(napi_env env, napi_callback_info info) {
 
 /* close(fd) */
 static napi_value js_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+  mg_args_t a;
   int fd;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1 || !mg_get_int(env, argv[0], &fd)) return NULL;
+  if (!mg_args(env, info, "close(fd)", 1, &a) || !mg_arg_fd(&a, 0, &fd)) return NULL;
   /* Linux always releases the fd, even when close() reports EINTR. */
   if (close(fd) < 0 && errno != EINTR) return mg_throw_errno(env, errno, "close");
   return NULL;
@@ -269,11 +245,9 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
 
 /* shutdown(fd): half-close both directions so a blocked peer wakes up. */
 static napi_value js_shutdown(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+  mg_args_t a;
   int fd;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1 || !mg_get_int(env, argv[0], &fd)) return NULL;
+  if (!mg_args(env, info, "shutdown(fd)", 1, &a) || !mg_arg_fd(&a, 0, &fd)) return NULL;
   if (shutdown(fd, SHUT_RDWR) < 0 && errno != ENOTCONN) return mg_throw_errno(env, errno, "shutdown");
   return NULL;
 }
@@ -281,11 +255,9 @@ static napi_value js_shutdown(napi_env env, napi_callback_info info) {
 /* setNonBlocking(fd): inherited (socket-activated) sockets may be blocking, and a
  * blocking accept() would stall the whole event loop. */
 static napi_value js_setnonblocking(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+  mg_args_t a;
   int fd;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1 || !mg_get_int(env, argv[0], &fd)) return NULL;
+  if (!mg_args(env, info, "setNonBlocking(fd)", 1, &a) || !mg_arg_fd(&a, 0, &fd)) return NULL;
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return mg_throw_errno(env, errno, "fcntl(O_NONBLOCK)");
   if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) return mg_throw_errno(env, errno, "fcntl(FD_CLOEXEC)");
@@ -342,11 +314,11 @@ static void close_cb(uv_handle_t *h) {
   free(p);
 }
 
-static poller_t *unwrap(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
-  napi_value self;
+/* The open Poller a method was called on, with the call's arguments in *a. */
+static poller_t *unwrap(napi_env env, napi_callback_info info, const char *sig, size_t min, mg_args_t *a) {
   void *ptr = NULL;
-  napi_get_cb_info(env, info, argc, argv, &self, NULL);
-  if (napi_unwrap(env, self, &ptr) != napi_ok || !ptr) {
+  if (!mg_args(env, info, sig, min, a)) return NULL;
+  if (napi_unwrap(env, a->self, &ptr) != napi_ok || !ptr) {
     mg_throw_type(env, "not a Poller");
     return NULL;
   }
@@ -364,14 +336,10 @@ static void finalize_noop(napi_env env, void *data, void *hint) {
 
 /* new Poller(fd, callback) */
 static napi_value poller_new(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2], self;
+  mg_args_t a;
   int fd;
-  napi_valuetype t;
-  napi_get_cb_info(env, info, &argc, argv, &self, NULL);
-  if (argc < 2 || !mg_get_int(env, argv[0], &fd)) return NULL;
-  napi_typeof(env, argv[1], &t);
-  if (t != napi_function) return mg_throw_type(env, "expected a callback");
+  if (!mg_args(env, info, "new Poller(fd, callback)", 2, &a) || !mg_arg_fd(&a, 0, &fd) || !mg_arg_function(&a, 1))
+    return NULL;
   uv_loop_t *loop;
   napi_get_uv_event_loop(env, &loop);
   poller_t *p = calloc(1, sizeof *p);
@@ -383,20 +351,19 @@ static napi_value poller_new(napi_env env, napi_callback_info info) {
   }
   p->handle.data = p;
   p->env = env;
-  napi_create_reference(env, argv[1], 1, &p->callback);
+  napi_create_reference(env, a.argv[1], 1, &p->callback);
   /* The JS object stays alive while the handle is open; close() drops that ref. */
-  napi_wrap(env, self, p, finalize_noop, NULL, &p->self);
+  napi_wrap(env, a.self, p, finalize_noop, NULL, &p->self);
   napi_reference_ref(env, p->self, NULL);
-  return self;
+  return a.self;
 }
 
 /* poller.start(events): 1 = readable, 2 = writable, 4 = peer hung up (without reading) */
 static napi_value poller_start(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+  mg_args_t a;
   int ev;
-  poller_t *p = unwrap(env, info, &argc, argv);
-  if (!p || argc < 1 || !mg_get_int(env, argv[0], &ev)) return NULL;
+  poller_t *p = unwrap(env, info, "poller.start(events)", 1, &a);
+  if (!p || !mg_arg_int(&a, 0, &ev)) return NULL;
   int flags = ((ev & 1) ? UV_READABLE : 0) | ((ev & 2) ? UV_WRITABLE : 0) | ((ev & 4) ? UV_DISCONNECT : 0);
   int rc = uv_poll_start(&p->handle, flags, poll_cb);
   if (rc < 0) return mg_throw_errno(env, -rc, "uv_poll_start");
@@ -404,8 +371,8 @@ static napi_value poller_start(napi_env env, napi_callback_info info) {
 }
 
 static napi_value poller_stop(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  poller_t *p = unwrap(env, info, &argc, NULL);
+  mg_args_t a;
+  poller_t *p = unwrap(env, info, "poller.stop()", 0, &a);
   if (!p) return NULL;
   uv_poll_stop(&p->handle);
   return NULL;
@@ -413,8 +380,8 @@ static napi_value poller_stop(napi_env env, napi_callback_info info) {
 
 /* poller.close(): stops watching; the fd itself is closed separately by its owner. */
 static napi_value poller_close(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  poller_t *p = unwrap(env, info, &argc, NULL);
+  mg_args_t a;
+  poller_t *p = unwrap(env, info, "poller.close()", 0, &a);
   if (!p) return NULL;
   p->closed = 1;
   uv_poll_stop(&p->handle);
@@ -424,12 +391,10 @@ static napi_value poller_close(napi_env env, napi_callback_info info) {
 
 /* poller.ref(bool): whether this poller keeps the event loop alive */
 static napi_value poller_ref(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  bool on = true;
-  poller_t *p = unwrap(env, info, &argc, argv);
-  if (!p) return NULL;
-  if (argc > 0) napi_get_value_bool(env, argv[0], &on);
+  mg_args_t a;
+  bool on;
+  poller_t *p = unwrap(env, info, "poller.ref(on)", 0, &a);
+  if (!p || !mg_arg_bool(&a, 0, true, &on)) return NULL;
   if (on) uv_ref((uv_handle_t *)&p->handle);
   else uv_unref((uv_handle_t *)&p->handle);
   return NULL;
