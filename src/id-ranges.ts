@@ -32,7 +32,7 @@ export const FOREIGN_RANGE = { start: 0x7ffe0000, size: 0x10000 } as const;
 /** FOREIGN_RANGE as an inclusive window. */
 export const FOREIGN_WINDOW: IdWindow = { min: FOREIGN_RANGE.start, max: FOREIGN_RANGE.start + FOREIGN_RANGE.size - 1 };
 
-export function inWindow(id: number, w: IdWindow): boolean {
+function inWindow(id: number, w: IdWindow): boolean {
   return id >= w.min && id <= w.max;
 }
 

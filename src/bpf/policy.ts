@@ -36,7 +36,7 @@ export interface NamespaceDeath {
 }
 
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/mountgate';
-export const DEFAULT_MAX_NAMESPACES = 16384;
+const DEFAULT_MAX_NAMESPACES = 16384;
 export const OBJECT_PATH = path.join(projectRoot, 'build', 'bpf', 'userns-restrict.bpf.o');
 
 const LSM_LIST = '/sys/kernel/security/lsm';

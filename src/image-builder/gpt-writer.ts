@@ -8,9 +8,9 @@ const ENTRY_COUNT = 128;
 const ENTRY_SIZE = 128;
 const HEADER_SIZE = 92;
 /** Sectors taken by the entry array (128 × 128 bytes = 16 KiB). */
-export const ENTRY_ARRAY_SECTORS = (ENTRY_COUNT * ENTRY_SIZE) / SECTOR_SIZE;
+const ENTRY_ARRAY_SECTORS = (ENTRY_COUNT * ENTRY_SIZE) / SECTOR_SIZE;
 /** Where the first partition may start at the earliest: MBR + header + entry array. */
-export const MIN_FIRST_USABLE_LBA = 2 + ENTRY_ARRAY_SECTORS;
+const MIN_FIRST_USABLE_LBA = 2 + ENTRY_ARRAY_SECTORS;
 /** Sectors the backup array and header need at the end of the disk. */
 export const BACKUP_SECTORS = ENTRY_ARRAY_SECTORS + 1;
 
@@ -36,7 +36,7 @@ export interface GptLayout {
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** A GUID as GPT stores it: the first three fields little-endian, the rest byte by byte. */
-export function guidToBytes(uuid: string): Buffer {
+function guidToBytes(uuid: string): Buffer {
   if (!UUID_RE.test(uuid)) throw new Error(`invalid GUID '${uuid}'`);
   const b = Buffer.from(uuid.replaceAll('-', ''), 'hex');
   b.subarray(0, 4).reverse();

@@ -13,7 +13,7 @@ const OID_RSA_ENCRYPTION = '1.2.840.113549.1.1.1';
 const OID_ECDSA_WITH_SHA256 = '1.2.840.10045.4.3.2';
 
 /** systemd-repart's fixed signature partition size; larger JSON rounds up to 4 KiB. */
-export const SIGNATURE_PARTITION_MIN_SIZE = 16384;
+const SIGNATURE_PARTITION_MIN_SIZE = 16384;
 const SIGNATURE_PARTITION_ALIGN = 4096;
 
 export interface SigningIdentity {

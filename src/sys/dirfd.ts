@@ -25,7 +25,6 @@ export const AT_EMPTY_PATH = 0x1000;
 export const RENAME_NOREPLACE = 0x1;
 
 export const STATX_TYPE = 0x1;
-export const STATX_MODE = 0x2;
 export const STATX_UID = 0x8;
 export const STATX_GID = 0x10;
 export const STATX_INO = 0x100;
@@ -34,8 +33,8 @@ export const STATX_MNT_ID = 0x1000;
 export const STATX_ATTR_MOUNT_ROOT = 0x2000;
 
 const S_IFMT = 0o170000;
-export const S_IFDIR = 0o040000;
-export const S_IFLNK = 0o120000;
+const S_IFDIR = 0o040000;
+const S_IFLNK = 0o120000;
 
 /** openat(2); the fd is the caller's to close. */
 export function openat(dirFd: number, name: string, flags: number, mode = 0): number {

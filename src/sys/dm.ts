@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import { check } from './errors.js';
 import { ioctl } from './libc.js';
 
-export const DM_CONTROL = '/dev/mapper/control';
+const DM_CONTROL = '/dev/mapper/control';
 
 // struct dm_ioctl (linux/dm-ioctl.h), 312 bytes:
 //   u32 version[3]; u32 data_size; u32 data_start; u32 target_count; s32 open_count;
@@ -28,7 +28,7 @@ const OFF_FLAGS = 28;
 const OFF_DEV = 40;
 const OFF_NAME = 48;
 const OFF_UUID = 176;
-export const DM_NAME_LEN = 128;
+const DM_NAME_LEN = 128;
 const DM_UUID_LEN = 129;
 // struct dm_target_spec: u64 sector_start; u64 length; s32 status; u32 next; char target_type[16].
 const DM_TARGET_SPEC_SIZE = 40;

@@ -7,7 +7,7 @@ import { syscall } from './libc.js';
 const NR_ADD_KEY = 248;
 const NR_KEYCTL = 250;
 /** The calling process's keyring: the kernel finds keys there for any of its threads (request_key()). */
-export const KEY_SPEC_PROCESS_KEYRING = -2;
+const KEY_SPEC_PROCESS_KEYRING = -2;
 const KEYCTL_INVALIDATE = 21;
 
 /** add_key("user", description, payload) into `keyring`; returns the key's serial. */

@@ -7,10 +7,9 @@ const LOOP_CLR_FD = 0x4c01;
 const LOOP_CONFIGURE = 0x4c0a;
 const LOOP_CTL_GET_FREE = 0x4c82;
 
-export const LO_FLAGS_READ_ONLY = 1;
-export const LO_FLAGS_AUTOCLEAR = 4;
-export const LO_FLAGS_PARTSCAN = 8;
-export const LO_FLAGS_DIRECT_IO = 16;
+const LO_FLAGS_READ_ONLY = 1;
+const LO_FLAGS_AUTOCLEAR = 4;
+const LO_FLAGS_DIRECT_IO = 16;
 
 // struct loop_config (linux/loop.h): u32 fd; u32 block_size; struct loop_info64 info; u64 __reserved[8].
 // loop_info64 starts at 8 and is 232 bytes; offsets below are relative to loop_config.
@@ -69,7 +68,7 @@ function buildConfig(backingFd: number, opts: LoopOptions): Buffer {
 }
 
 /** Finds a free loop device number (creating one if needed). */
-export function loopGetFree(): number {
+function loopGetFree(): number {
   const ctl = fs.openSync('/dev/loop-control', fs.constants.O_RDWR);
   try {
     return check(ioctl(ctl, LOOP_CTL_GET_FREE), 'ioctl(LOOP_CTL_GET_FREE)');

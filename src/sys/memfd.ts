@@ -4,8 +4,6 @@ import { NR, fcntl, syscall } from './libc.js';
 
 export const MFD_CLOEXEC = 0x1;
 export const MFD_ALLOW_SEALING = 0x2;
-export const MFD_NOEXEC_SEAL = 0x8;
-export const MFD_EXEC = 0x10;
 
 const F_ADD_SEALS = 1033;
 const F_GET_SEALS = 1034;
@@ -13,8 +11,6 @@ export const F_SEAL_SEAL = 0x1;
 export const F_SEAL_SHRINK = 0x2;
 export const F_SEAL_GROW = 0x4;
 export const F_SEAL_WRITE = 0x8;
-export const F_SEAL_FUTURE_WRITE = 0x10;
-export const F_SEAL_EXEC = 0x20;
 /** Everything needed to make the contents immutable for good. */
 export const F_SEAL_ALL_DATA = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
 

@@ -1,59 +1,41 @@
 // The new mount API (fsopen/fsconfig/fsmount/open_tree/move_mount/mount_setattr).
 // Mounts are built detached as fds and attached with move_mount, so nothing is visible in
 // the mount table until it is fully configured (and attributes like idmap are applied).
+import { AT_EMPTY_PATH } from './dirfd.js';
 import { check } from './errors.js';
 import { NR, syscall } from './libc.js';
 
+// The *at() flags are dirfd.ts's; callers of this module get them here too.
+export { AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW } from './dirfd.js';
+
 export const AT_FDCWD = -100;
-export const AT_SYMLINK_NOFOLLOW = 0x100;
-export const AT_NO_AUTOMOUNT = 0x800;
-export const AT_EMPTY_PATH = 0x1000;
-export const AT_RECURSIVE = 0x8000;
+const AT_RECURSIVE = 0x8000;
 
-export const FSOPEN_CLOEXEC = 0x1;
-export const FSMOUNT_CLOEXEC = 0x1;
-export const FSPICK_CLOEXEC = 0x1;
-export const FSPICK_EMPTY_PATH = 0x8;
+const FSOPEN_CLOEXEC = 0x1;
+const FSMOUNT_CLOEXEC = 0x1;
+const FSPICK_CLOEXEC = 0x1;
+const FSPICK_EMPTY_PATH = 0x8;
 
-export const FSCONFIG_SET_FLAG = 0;
-export const FSCONFIG_SET_STRING = 1;
-export const FSCONFIG_SET_BINARY = 2;
-export const FSCONFIG_SET_PATH = 3;
-export const FSCONFIG_SET_PATH_EMPTY = 4;
-export const FSCONFIG_SET_FD = 5;
-export const FSCONFIG_CMD_CREATE = 6;
-export const FSCONFIG_CMD_RECONFIGURE = 7;
-export const FSCONFIG_CMD_CREATE_EXCL = 8;
+const FSCONFIG_SET_FLAG = 0;
+const FSCONFIG_SET_STRING = 1;
+const FSCONFIG_CMD_CREATE = 6;
+const FSCONFIG_CMD_RECONFIGURE = 7;
 
 export const OPEN_TREE_CLONE = 0x1;
 export const OPEN_TREE_CLOEXEC = 0o2000000; // == O_CLOEXEC
 
-export const MOVE_MOUNT_F_SYMLINKS = 0x1;
-export const MOVE_MOUNT_F_AUTOMOUNTS = 0x2;
-export const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
-export const MOVE_MOUNT_T_SYMLINKS = 0x10;
-export const MOVE_MOUNT_T_AUTOMOUNTS = 0x20;
-export const MOVE_MOUNT_T_EMPTY_PATH = 0x40;
-export const MOVE_MOUNT_SET_GROUP = 0x100;
-export const MOVE_MOUNT_BENEATH = 0x200;
+const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
 
 // Mount attributes, shared by fsmount(attr_flags) and mount_setattr.
 export const MOUNT_ATTR_RDONLY = 0x1;
 export const MOUNT_ATTR_NOSUID = 0x2;
 export const MOUNT_ATTR_NODEV = 0x4;
 export const MOUNT_ATTR_NOEXEC = 0x8;
-export const MOUNT_ATTR__ATIME = 0x70;
-export const MOUNT_ATTR_RELATIME = 0x0;
-export const MOUNT_ATTR_NOATIME = 0x10;
-export const MOUNT_ATTR_STRICTATIME = 0x20;
-export const MOUNT_ATTR_NODIRATIME = 0x80;
 export const MOUNT_ATTR_IDMAP = 0x100000;
 export const MOUNT_ATTR_NOSYMFOLLOW = 0x200000;
 
 // Propagation types for MountAttr.propagation.
 export const MS_PRIVATE = 1 << 18;
-export const MS_SLAVE = 1 << 19;
-export const MS_SHARED = 1 << 20;
 
 /** sizeof(struct mount_attr), MOUNT_ATTR_SIZE_VER0. */
 const MOUNT_ATTR_SIZE = 32;
@@ -78,10 +60,6 @@ export function fsconfigSetFlag(fsFd: number, key: string): void {
 }
 
 /** Passes an fd as an option value (e.g. "source" for filesystems that accept fds). */
-export function fsconfigSetFd(fsFd: number, key: string, fd: number): void {
-  fsconfig(fsFd, FSCONFIG_SET_FD, key, null, fd);
-}
-
 /** Creates the superblock from the configured context. */
 export function fsconfigCreate(fsFd: number): void {
   fsconfig(fsFd, FSCONFIG_CMD_CREATE, null, null, 0);
@@ -107,7 +85,7 @@ export function openTree(dirFd: number, path: string, flags: number = OPEN_TREE_
   return check(syscall(NR.open_tree, 'int', dirFd, 'str', path, 'uint', flags), 'open_tree', path);
 }
 
-export function moveMount(fromDirFd: number, fromPath: string, toDirFd: number, toPath: string, flags: number): void {
+function moveMount(fromDirFd: number, fromPath: string, toDirFd: number, toPath: string, flags: number): void {
   check(syscall(NR.move_mount, 'int', fromDirFd, 'str', fromPath, 'int', toDirFd, 'str', toPath, 'uint', flags), 'move_mount', toPath);
 }
 
@@ -135,7 +113,7 @@ function packMountAttr(attr: MountAttr): Buffer {
 }
 
 /** Changes mount attributes. Use path '' + AT_EMPTY_PATH to target a mount fd itself. */
-export function mountSetattr(dirFd: number, path: string, flags: number, attr: MountAttr): void {
+function mountSetattr(dirFd: number, path: string, flags: number, attr: MountAttr): void {
   const buf = packMountAttr(attr);
   check(
     syscall(NR.mount_setattr, 'int', dirFd, 'str', path, 'uint', flags, 'void *', buf, 'size_t', MOUNT_ATTR_SIZE),

@@ -4,19 +4,14 @@ import os from 'node:os';
 import { SysError, check } from './errors.js';
 import { NR, ioctl, syscall } from './libc.js';
 
-export const CLONE_NEWTIME = 0x00000080;
 export const CLONE_NEWNS = 0x00020000;
-export const CLONE_NEWCGROUP = 0x02000000;
-export const CLONE_NEWUTS = 0x04000000;
-export const CLONE_NEWIPC = 0x08000000;
 export const CLONE_NEWUSER = 0x10000000;
-export const CLONE_NEWPID = 0x20000000;
 export const CLONE_NEWNET = 0x40000000;
 
-export const NS_GET_USERNS = 0xb701;
-export const NS_GET_PARENT = 0xb702;
-export const NS_GET_NSTYPE = 0xb703;
-export const NS_GET_OWNER_UID = 0xb704;
+const NS_GET_USERNS = 0xb701;
+const NS_GET_PARENT = 0xb702;
+const NS_GET_NSTYPE = 0xb703;
+const NS_GET_OWNER_UID = 0xb704;
 /** _IOR(0xb7, 0xd, __u64); only on newer kernels (ENOTTY otherwise). */
 export const NS_GET_ID = 0x8008b70d;
 
@@ -43,7 +38,7 @@ export function nsGetOwnerUid(usernsFd: number): number {
 }
 
 /** 64-bit namespace id; throws SysError ENOTTY on kernels without NS_GET_ID. */
-export function nsGetId(nsFd: number): bigint {
+function nsGetId(nsFd: number): bigint {
   const buf = Buffer.alloc(8);
   check(ioctl(nsFd, NS_GET_ID, 'void *', buf), 'ioctl(NS_GET_ID)');
   return buf.readBigUInt64LE(0);

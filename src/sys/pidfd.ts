@@ -2,8 +2,6 @@
 import { check } from './errors.js';
 import { NR, syscall } from './libc.js';
 
-export const PIDFD_NONBLOCK = 0o4000; // == O_NONBLOCK
-
 /** pidfd_open; the returned fd is always close-on-exec. ESRCH if the pid does not exist. */
 export function pidfdOpen(pid: number, flags = 0): number {
   return check(syscall(NR.pidfd_open, 'int', pid, 'uint', flags), 'pidfd_open');

@@ -1,26 +1,21 @@
 // fd inspection: what an fd is (fstat), how it was opened (fcntl F_GETFL) and what
 // filesystem it lives on (fstatfs f_type). Used to validate fds received from clients.
 import fs from 'node:fs';
+import { O_PATH, O_RDONLY } from './dirfd.js';
 import { check } from './errors.js';
 import { fcntl, fstatfs } from './libc.js';
 
+export { O_PATH } from './dirfd.js';
+
 const F_GETFL = 3;
 const F_DUPFD_CLOEXEC = 1030;
-export const O_ACCMODE = 0o3;
-export const O_RDONLY = 0o0;
-export const O_WRONLY = 0o1;
-export const O_RDWR = 0o2;
-export const O_PATH = 0o10000000;
+const O_ACCMODE = 0o3;
+const O_WRONLY = 0o1;
+const O_RDWR = 0o2;
 
 export const NSFS_MAGIC = 0x6e736673;
 export const PROC_SUPER_MAGIC = 0x9fa0;
 export const TMPFS_MAGIC = 0x01021994;
-export const EXT4_SUPER_MAGIC = 0xef53;
-export const BTRFS_SUPER_MAGIC = 0x9123683e;
-export const XFS_SUPER_MAGIC = 0x58465342;
-export const EROFS_SUPER_MAGIC_V1 = 0xe0f5e1e2;
-export const SQUASHFS_MAGIC = 0x73717368;
-export const OVERLAYFS_SUPER_MAGIC = 0x794c7630;
 export const PIDFS_MAGIC = 0x50494446;
 
 export interface FdStat {
