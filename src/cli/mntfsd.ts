@@ -1,8 +1,9 @@
-// `mountgate mntfsd`: parse options, start the daemon, stop on signals.
+// `mountgate mntfsd`: parse options and start the daemon (ipc/host.ts runs it until stopped).
 import { startMntfsd } from '../mntfsd/daemon.js';
+import { DEFAULT_IDLE_EXIT_SECONDS } from '../ipc/host.js';
 import { MNTFSD_SOCKET, USERDBD_SOCKET } from '../sockets.js';
 import { usageError, type Command } from './args.js';
-import { parseDaemon, stopOnSignals } from './daemon-options.js';
+import { parseDaemon } from './daemon-options.js';
 
 export const MNTFSD_USAGE = `Usage: mountgate mntfsd [OPTIONS]
 
@@ -26,7 +27,8 @@ Options:
   --copy-memory BYTES  memory for verified copies, with an optional K/M/G suffix (default: a
                        quarter of this machine's memory); unused copies are evicted to stay
                        within it, and new copies that still do not fit go to --state-dir
-  --idle-exit SECONDS  exit after this long without connections
+  --idle-exit SECONDS  exit after this long without connections (mounts handed out stay
+                       valid); 0: never (default: ${DEFAULT_IDLE_EXIT_SECONDS} when socket-activated, else never)
   -h, --help           show this text
 `;
 
@@ -46,7 +48,7 @@ export async function mntfsdCommand(args: string[]): Promise<number> {
   if (verity !== 'auto' && verity !== 'dm-verity' && verity !== 'copy') return usageError(MNTFSD, '--verity must be auto, dm-verity or copy');
   const copyMemoryBudget = values['copy-memory'] === undefined ? undefined : parseBytes(values['copy-memory']);
   if (copyMemoryBudget === null) return usageError(MNTFSD, '--copy-memory must be a number of bytes, optionally with K, M or G');
-  const daemon = startMntfsd({
+  startMntfsd({
     listen: values.listen,
     userdbd: values.userdbd === 'none' ? null : values.userdbd,
     certificateDirectories: values['verity-certs'],
@@ -56,8 +58,8 @@ export async function mntfsdCommand(args: string[]): Promise<number> {
     // systemd passes the unit's StateDirectory= as $STATE_DIRECTORY (systemd.exec(5)).
     stateDir: values['state-dir'] ?? (process.env.STATE_DIRECTORY || undefined),
     copyMemoryBudget,
+    ownsProcess: true,
   });
-  stopOnSignals(() => daemon.close());
   return -1;
 }
 

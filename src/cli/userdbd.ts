@@ -1,11 +1,13 @@
-// `mountgate userdbd`: parse options, install the BPF policy, start the daemon, stop on signals.
+// `mountgate userdbd`: parse options, install the BPF policy and start the daemon (ipc/host.ts
+// runs it until stopped).
 import { DEFAULT_PIN_DIR, UsernsPolicy } from '../bpf/policy.js';
-import { createLogger } from '../log.js';
+import { DEFAULT_IDLE_EXIT_SECONDS } from '../ipc/host.js';
+import { createLogger, type Logger } from '../log.js';
 import { DEFAULT_STATE_DIR, DEFAULT_USERDB_LINK, startUserdbd, type NamespacePolicy } from '../userdbd/daemon.js';
 import { USERDBD_SOCKET } from '../sockets.js';
 import { UnenforcedPolicy } from '../userdbd/unenforced-policy.js';
 import type { Command } from './args.js';
-import { parseDaemon, stopOnSignals } from './daemon-options.js';
+import { parseDaemon } from './daemon-options.js';
 
 export const USERDBD_USAGE = `Usage: mountgate userdbd [OPTIONS]
 
@@ -23,14 +25,15 @@ Options:
                            refuse BPF-LSM programs). UNSAFE: a namespace can then leave files
                            owned by its transient ids, which the next holder of the range
                            inherits. Without it such kernels get UserNamespaceInterfaceNotSupported.
-  --idle-exit SECONDS      exit after this long without connections
+  --idle-exit SECONDS      exit after this long without connections while no namespace is
+                           registered (their deaths are followed while any is); 0: never
+                           (default: ${DEFAULT_IDLE_EXIT_SECONDS} when socket-activated, else never)
   -h, --help               show this text
 `;
 
 /** The BPF policy, or, when the kernel refuses it, a stand-in that reports why (allocation then
  * needs --allow-without-policy). */
-function loadPolicy(pinDir: string, allowWithout: boolean): NamespacePolicy {
-  const log = createLogger('userdbd');
+function loadPolicy(pinDir: string, allowWithout: boolean, log: Logger): NamespacePolicy {
   const lsm = UsernsPolicy.lsmAvailable();
   let reason = "'bpf' is not an active LSM (/sys/kernel/security/lsm)";
   if (lsm) {
@@ -55,7 +58,8 @@ export async function userdbdCommand(args: string[]): Promise<number> {
   });
   if (typeof parsed === 'number') return parsed;
   const { values, idleExitSeconds } = parsed;
-  const policy = loadPolicy(values['bpf-pin-dir'] ?? DEFAULT_PIN_DIR, values['allow-without-policy'] === true);
+  const log = createLogger('userdbd');
+  const policy = loadPolicy(values['bpf-pin-dir'] ?? DEFAULT_PIN_DIR, values['allow-without-policy'] === true, log);
   const daemon = await startUserdbd({
     listen: values.listen,
     stateDir: values['state-dir'],
@@ -63,8 +67,9 @@ export async function userdbdCommand(args: string[]): Promise<number> {
     idleExitSeconds,
     policy,
     allowWithoutPolicy: values['allow-without-policy'] === true,
+    logger: log,
+    ownsProcess: true,
   });
-  stopOnSignals(() => void daemon.close());
   // Closing the policy stops reading death events; the pins keep enforcing it.
   void daemon.done.then(() => policy.close());
   return -1;

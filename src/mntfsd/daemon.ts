@@ -4,10 +4,9 @@
 // dm-verity devices a killed predecessor left behind.
 import { VarlinkClient } from '../ipc/client.js';
 import { VarlinkError } from '../ipc/errors.js';
+import { startHost, type Hosted, type HostedOptions } from '../ipc/host.js';
 import { parseInterface } from '../ipc/idl.js';
-import { VarlinkServer } from '../ipc/server.js';
 import { createLogger } from '../log.js';
-import { sdNotify } from '../sys/notify.js';
 import { MNTFSD_STATUS_IDL, MOUNT_FILE_SYSTEM_IDL } from './interface.js';
 import { MountCache, type VerityBackend } from './mount-cache.js';
 import { cleanStaleVerityDevices, dmVerityAvailable } from './dm-verity.js';
@@ -17,15 +16,12 @@ import { DEFAULT_VERITY_CERT_DIRECTORIES } from './verity-cert-directories.js';
 
 import { MNTFSD_SOCKET, USERDBD_SOCKET } from '../sockets.js';
 
-export interface MntfsdOptions {
-  /** Socket path; ignored when started by socket activation. */
-  listen?: string;
+export interface MntfsdOptions extends HostedOptions {
   /** userdbd's socket, or null to not register mounts. */
   userdbd?: string | null;
   certificateDirectories?: readonly string[];
   /** Directories whose images are trusted by location (none by default). */
   trustedDirectories?: readonly string[];
-  idleExitSeconds?: number;
   cacheSize?: number;
   /** Root-only directory where verified copies that exceed copyMemoryBudget are kept. */
   stateDir?: string;
@@ -35,12 +31,10 @@ export interface MntfsdOptions {
   verity?: VerityBackend | 'auto';
 }
 
-export interface Mntfsd {
-  server: VarlinkServer;
-  cache: MountCache;
+export interface Mntfsd extends Hosted {
+  readonly cache: MountCache;
   /** The backend chosen at start. */
-  verity: VerityBackend;
-  close(): void;
+  readonly verity: VerityBackend;
 }
 
 /** AddMountToUserNamespace; a namespace userdbd does not manage is "nothing to do", as in systemd's client. */
@@ -71,7 +65,7 @@ function chooseVerityBackend(asked: VerityBackend | 'auto', dm: boolean): Verity
 }
 
 export function startMntfsd(opts: MntfsdOptions = {}): Mntfsd {
-  const log = createLogger('mntfsd');
+  const log = opts.logger ?? createLogger('mntfsd');
   const dm = dmVerityAvailable();
   const verity = chooseVerityBackend(opts.verity ?? 'auto', dm);
   // Whatever this instance uses: devices of a killed predecessor are ours to clean.
@@ -79,37 +73,23 @@ export function startMntfsd(opts: MntfsdOptions = {}): Mntfsd {
   const cache = new MountCache(opts.cacheSize, { stateDir: opts.stateDir, memoryBudget: opts.copyMemoryBudget });
   const counters = { mountsHandedOut: 0 };
   const userdbd = opts.userdbd === undefined ? USERDBD_SOCKET : opts.userdbd;
-  const idleMs = opts.idleExitSeconds ? opts.idleExitSeconds * 1000 : undefined;
-  const server: VarlinkServer = new VarlinkServer({
-    product: 'mountgate mntfsd',
-    idleTimeoutMs: idleMs,
-    onIdle: () => {
-      log.info('idle, exiting');
-      close();
-    },
-    onCall: ({ method, peer, error, ms }) => log.info({ method, uid: peer.uid, error, ms: Math.round(ms * 10) / 10 }, 'call'),
-    onInternalError: (err, method) => log.error({ err, method }, 'handler failed'),
-  });
-  server.addService({
+  const registerMount = userdbd === null ? undefined : (usernsFd: number, mountFd: number) => registerWithUserdbd(userdbd, usernsFd, mountFd);
+  const mountFileSystem = {
     iface: parseInterface(MOUNT_FILE_SYSTEM_IDL),
     handlers: {
-      ...directoryHandlers({
-        registerMount: userdbd === null ? undefined : (usernsFd, mountFd) => registerWithUserdbd(userdbd, usernsFd, mountFd),
-        counters,
-        log,
-      }),
+      ...directoryHandlers({ registerMount, counters, log }),
       MountImage: mountImageHandler({
         certificateDirectories: opts.certificateDirectories ?? DEFAULT_VERITY_CERT_DIRECTORIES,
         trustedDirectories: opts.trustedDirectories ?? [],
         cache,
         verity,
         counters,
-        registerMount: userdbd === null ? undefined : (usernsFd, mountFd) => registerWithUserdbd(userdbd, usernsFd, mountFd),
+        registerMount,
         log,
       }),
     },
-  });
-  server.addService({
+  };
+  const status = {
     iface: parseInterface(MNTFSD_STATUS_IDL),
     handlers: {
       GetStatus: async () => ({
@@ -125,14 +105,21 @@ export function startMntfsd(opts: MntfsdOptions = {}): Mntfsd {
         },
       }),
     },
+  };
+  const host = startHost({
+    log,
+    product: 'mountgate mntfsd',
+    services: [mountFileSystem, status],
+    listen: opts.listen ?? MNTFSD_SOCKET,
+    env: opts.env,
+    idleExitSeconds: opts.idleExitSeconds,
+    // Nothing is lost: the cache's base mounts go, while every mount handed out keeps its
+    // superblock, and with it its copy or its dm-verity device (removal is deferred, loops
+    // autoclear) until the caller lets go. The next instance starts with an empty cache and
+    // clears what a killed one left (cleanStaleVerityDevices above).
+    onClose: () => cache.clear(),
+    ownsProcess: opts.ownsProcess,
   });
-  const activated = server.listenActivated();
-  if (!activated) server.listenPath(opts.listen ?? MNTFSD_SOCKET);
-  log.info({ listen: activated ? `${activated} activated socket(s)` : (opts.listen ?? MNTFSD_SOCKET), verity }, 'listening');
-  sdNotify('READY=1');
-  function close(): void {
-    server.close();
-    cache.clear();
-  }
-  return { server, cache, verity, close };
+  host.ready('listening', { verity });
+  return { cache, verity, done: host.done, close: host.close };
 }
