@@ -2,14 +2,14 @@
 // verification of its PKCS#7 signature over the hex root hash against certificates in verity.d
 // directories. Mirrors systemd's userspace path (PKCS7_verify with NOINTERN|NOVERIFY): the signer
 // must be one of the configured certificates, certificates embedded in the signature are never
-// trusted, and validity dates are not enforced unless asked for. One deliberate difference: pkijs
-// chain checking is always on (defence in depth), so a trusted certificate must be self-signed
-// (as the keys systemd-repart/mkosi generate are); systemd would also accept a listed leaf.
+// trusted, and validity dates are not enforced unless asked for. One deliberate difference: a
+// trusted certificate must be self-signed (as the keys systemd-repart/mkosi generate are), so a
+// CA's certificate in verity.d never stands in for a leaf's; systemd would also accept a listed leaf.
+// The PKCS#7 structure and its cryptography are pkcs7.ts's.
 import fs from 'node:fs';
 import path from 'node:path';
-import { X509Certificate, webcrypto } from 'node:crypto';
-import * as asn1js from 'asn1js';
-import * as pkijs from 'pkijs';
+import { X509Certificate } from 'node:crypto';
+import { Pkcs7FormatError, isSigner, parseSignedData, verifySignedData, type SignedData } from './pkcs7.js';
 import { z } from '../validation.js';
 import { ERR, VarlinkError, systemError } from '../ipc/errors.js';
 
@@ -143,7 +143,7 @@ export interface TrustedCertificate {
   /** Lowercase hex SHA-256 of the DER encoding. */
   fingerprint: string;
   subject: string;
-  certificate: pkijs.Certificate;
+  certificate: X509Certificate;
 }
 
 export interface TrustedCertificates {
@@ -191,12 +191,11 @@ function loadCertificateFile(file: string): TrustedCertificate | undefined {
   if (st.size === 0) return undefined;
   if (st.size > MAX_CERTIFICATE_FILE_SIZE) throw new Error(`larger than ${MAX_CERTIFICATE_FILE_SIZE} bytes`);
   const x509 = new X509Certificate(fs.readFileSync(file));
-  const der = x509.raw;
   return {
     path: file,
     fingerprint: x509.fingerprint256.replaceAll(':', '').toLowerCase(),
     subject: x509.subject,
-    certificate: pkijs.Certificate.fromBER(toArrayBuffer(der)),
+    certificate: x509,
   };
 }
 
@@ -216,14 +215,6 @@ export interface VerifyOptions {
   checkDate?: Date;
 }
 
-// Passed explicitly to every pkijs call instead of pkijs.setEngine(), so importing this module
-// changes no global state.
-// Node's webcrypto implements the DOM Crypto interface pkijs expects; the lib types differ only nominally.
-type EngineCrypto = ConstructorParameters<typeof pkijs.CryptoEngine>[0]['crypto'];
-const engine = new pkijs.CryptoEngine({ name: 'node', crypto: webcrypto as unknown as EngineCrypto });
-
-const CODE_SIGNER_NOT_FOUND = 3;
-
 /**
  * Verifies `sig` against the trusted certificates. Candidates are the certificates with the
  * fingerprint the image names, or all of them if it names none. Throws VeritySignatureError:
@@ -231,8 +222,8 @@ const CODE_SIGNER_NOT_FOUND = 3;
  */
 export async function verifyVeritySignature(sig: VeritySignature, opts: VerifyOptions): Promise<VerifiedSignature> {
   if (opts.expectedRootHash !== undefined) checkRootHash(sig, opts.expectedRootHash);
-  const signed = parseSignedData(sig.signature);
-  const data = toArrayBuffer(Buffer.from(sig.rootHash, 'ascii'));
+  const signed = decodeSignedData(sig.signature);
+  const data = Buffer.from(sig.rootHash, 'ascii');
   const candidates = opts.trusted.filter((c) => sig.certificateFingerprint === undefined || c.fingerprint === sig.certificateFingerprint);
 
   let signerFound = false;
@@ -240,34 +231,13 @@ export async function verifyVeritySignature(sig: VeritySignature, opts: VerifyOp
   for (const candidate of candidates) {
     // NOINTERN: only the candidate may be the signer, whatever certificates the signature carries.
     // This also accepts signatures made without embedded certificates (-nocerts).
-    signed.certificates = [candidate.certificate];
-    let verified: boolean;
-    try {
-      // checkChain with the candidate as the only trust anchor: without trustedCerts+checkChain,
-      // pkijs would accept any self-signed signature (node-probe.md). Both a false result and a
-      // throw mean "not verified".
-      const result = await signed.verify(
-        {
-          signer: 0,
-          data,
-          trustedCerts: [candidate.certificate],
-          checkChain: true,
-          checkDate: opts.checkDate ?? candidate.certificate.notBefore.value,
-          extendedMode: true,
-        },
-        engine,
-      );
-      verified = result.signatureVerified === true;
-      if (!verified) lastFailure = 'signature does not match';
-    } catch (err) {
-      if (err instanceof pkijs.SignedDataVerifyError && err.code === CODE_SIGNER_NOT_FOUND) continue;
-      verified = false;
-      lastFailure = err instanceof Error ? err.message : String(err);
-    }
+    const cert = candidate.certificate;
+    if (!isSigner(signed, cert)) continue;
     signerFound = true;
-    if (verified) {
-      return { rootHash: sig.rootHash, subject: candidate.subject, fingerprint: candidate.fingerprint, certificatePath: candidate.path };
-    }
+    if (!selfSigned(cert)) lastFailure = 'the trusted certificate is not self-signed';
+    else if (opts.checkDate && !validAt(cert, opts.checkDate)) lastFailure = `the certificate is not valid on ${opts.checkDate.toISOString()}`;
+    else if (!verifySignedData(signed, data, cert)) lastFailure = 'signature does not match';
+    else return { rootHash: sig.rootHash, subject: candidate.subject, fingerprint: candidate.fingerprint, certificatePath: candidate.path };
   }
   if (!signerFound) {
     const why = sig.certificateFingerprint !== undefined && candidates.length === 0
@@ -278,27 +248,25 @@ export async function verifyVeritySignature(sig: VeritySignature, opts: VerifyOp
   throw new VeritySignatureError('signature-invalid', `verity signature does not verify: ${lastFailure}`);
 }
 
-/** Decodes the DER SignedData; refuses anything but one signer over detached content. */
-function parseSignedData(der: Buffer): pkijs.SignedData {
-  let signed: pkijs.SignedData;
+/** Decodes the DER SignedData: one signer over detached content, or 'malformed'. */
+function decodeSignedData(der: Buffer): SignedData {
   try {
-    const asn1 = asn1js.fromBER(toArrayBuffer(der));
-    if (asn1.offset === -1 || asn1.offset !== der.length) throw new Error('not a single DER object');
-    const info = new pkijs.ContentInfo({ schema: asn1.result });
-    if (info.contentType !== pkijs.ContentInfo.SIGNED_DATA) throw new Error(`content type ${info.contentType} is not SignedData`);
-    signed = new pkijs.SignedData({ schema: info.content });
+    return parseSignedData(der);
   } catch (err) {
-    throw new VeritySignatureError('malformed', `verity signature is not a PKCS#7 SignedData: ${(err as Error).message}`);
+    if (!(err instanceof Pkcs7FormatError)) throw err;
+    throw new VeritySignatureError('malformed', `verity signature is not a usable PKCS#7 SignedData: ${err.message}`);
   }
-  if (signed.signerInfos.length !== 1) {
-    throw new VeritySignatureError('malformed', `verity signature has ${signed.signerInfos.length} signers, expected 1`);
-  }
-  if (signed.encapContentInfo.eContent) {
-    throw new VeritySignatureError('malformed', 'verity signature is not detached');
-  }
-  return signed;
 }
 
-function toArrayBuffer(buf: Uint8Array): ArrayBuffer {
-  return buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
+/** Issued by itself and signed by its own key: a trust anchor on its own. */
+function selfSigned(cert: X509Certificate): boolean {
+  try {
+    return cert.checkIssued(cert) && cert.verify(cert.publicKey);
+  } catch {
+    return false;
+  }
+}
+
+function validAt(cert: X509Certificate, date: Date): boolean {
+  return new Date(cert.validFrom) <= date && date <= new Date(cert.validTo);
 }
