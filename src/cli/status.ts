@@ -1,9 +1,11 @@
 // `mountgate status`: what the daemons hold right now: user ranges and their owners, the BPF
 // policy, verified images and mounts handed out. Asks each daemon's io.mountgate.*.GetStatus.
-import { z } from '../validation.js';
 import { MNTFSD_SOCKET, USERDBD_SOCKET } from '../client/index.js';
-import { VarlinkClient } from '../ipc/client.js';
-import { VarlinkError } from '../ipc/errors.js';
+import { VarlinkClient, callMethod } from '../ipc/client.js';
+import { ProtocolError, VarlinkError } from '../ipc/errors.js';
+import type { ErrorMap, VarlinkInterface } from '../ipc/interfaces/define.js';
+import { MntfsdStatus as MntfsdInterface, type GetStatusReply as MntfsdStatusReply } from '../ipc/interfaces/io.mountgate.Mntfsd.js';
+import { UserdbdStatus as UserdbdInterface, type GetStatusReply as UserdbdStatusReply } from '../ipc/interfaces/io.mountgate.Userdbd.js';
 import { parseCommand, type Command } from './args.js';
 
 export const STATUS_USAGE = `Usage: mountgate status [OPTIONS]
@@ -23,40 +25,12 @@ Exit status: 0 at least one daemon answered, 1 neither is reachable, 2 usage err
 /** A daemon that accepts but never answers must not hang the command. */
 const TIMEOUT_MS = 10_000;
 
-const count = z.int().check(z.nonnegative());
-
-const userdbdStatus = z.object({
-  policy: z.object({
-    lsm: z.boolean(),
-    attached: z.boolean(),
-    pinned: z.boolean(),
-    managed: count,
-    hooks: z.pipe(z.nullish(z.array(z.string())), z.transform((h) => h ?? [])),
-    reason: z.pipe(z.nullish(z.string()), z.transform((r) => r ?? null)),
-  }),
-  namespaces: z.array(
-    z.object({
-      name: z.string(),
-      owner: count,
-      userNamespaceInode: count,
-      base: count,
-      size: count,
-      delegations: z.array(count),
-    }),
-  ),
-});
-export type UserdbdStatus = z.infer<typeof userdbdStatus>;
-
-const mntfsdStatus = z.object({
-  cachedImages: z.array(z.object({ rootHash: z.string(), fileSystemType: z.string() })),
-  cacheHits: count,
-  verifications: count,
-  mountsHandedOut: count,
-  copyBytesInMemory: count,
-  copyBytesOnDisk: count,
-  copyMemoryBudget: count,
-});
-export type MntfsdStatus = z.infer<typeof mntfsdStatus>;
+/** userdbd's GetStatus reply (io.mountgate.Userdbd), the policy's optional fields filled in. */
+export type UserdbdStatus = Omit<UserdbdStatusReply, 'policy'> & {
+  policy: UserdbdStatusReply['policy'] & { hooks: string[]; reason: string | null };
+};
+/** mntfsd's GetStatus reply (io.mountgate.Mntfsd). */
+export type MntfsdStatus = MntfsdStatusReply;
 
 export type DaemonStatus<T> =
   | { socket: string; state: 'ok'; status: T }
@@ -70,7 +44,9 @@ export interface Status {
   mntfsd: DaemonStatus<MntfsdStatus>;
 }
 
-async function query<T>(socket: string, method: string, schema: z.ZodMiniType<T>): Promise<DaemonStatus<T>> {
+type StatusInterface<R extends object> = VarlinkInterface<{ GetStatus: { parameters: Record<string, never>; reply: R } }, ErrorMap>;
+
+async function query<T, R extends object>(socket: string, def: StatusInterface<R>, normalize: (reply: R) => T): Promise<DaemonStatus<T>> {
   let client: VarlinkClient;
   try {
     client = await VarlinkClient.connect(socket);
@@ -83,12 +59,11 @@ async function query<T>(socket: string, method: string, schema: z.ZodMiniType<T>
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`no answer within ${TIMEOUT_MS / 1000} s`)), TIMEOUT_MS);
     });
-    const reply = await Promise.race([client.call(method), timeout]);
-    const parsed = schema.safeParse(reply.parameters);
-    if (!parsed.success) return { socket, state: 'error', error: `unexpected reply: ${z.prettifyError(parsed.error)}` };
-    return { socket, state: 'ok', status: parsed.data };
+    const reply = await Promise.race([callMethod(client, def, 'GetStatus', {}), timeout]);
+    return { socket, state: 'ok', status: normalize(reply.parameters) };
   } catch (err) {
     if (err instanceof VarlinkError) return { socket, state: 'error', error: err.error };
+    if (err instanceof ProtocolError) return { socket, state: 'error', error: `unexpected reply: ${err.message}` };
     return { socket, state: 'unreachable', error: (err as Error).message };
   } finally {
     clearTimeout(timer);
@@ -98,8 +73,8 @@ async function query<T>(socket: string, method: string, schema: z.ZodMiniType<T>
 
 export async function getStatus(sockets: { userdbd?: string; mntfsd?: string } = {}): Promise<Status> {
   const [userdbd, mntfsd] = await Promise.all([
-    query(sockets.userdbd ?? USERDBD_SOCKET, 'io.mountgate.Userdbd.GetStatus', userdbdStatus),
-    query(sockets.mntfsd ?? MNTFSD_SOCKET, 'io.mountgate.Mntfsd.GetStatus', mntfsdStatus),
+    query(sockets.userdbd ?? USERDBD_SOCKET, UserdbdInterface, (r): UserdbdStatus => ({ ...r, policy: { ...r.policy, hooks: r.policy.hooks ?? [], reason: r.policy.reason ?? null } })),
+    query(sockets.mntfsd ?? MNTFSD_SOCKET, MntfsdInterface, (r): MntfsdStatus => r),
   ]);
   return { userdbd, mntfsd };
 }

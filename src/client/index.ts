@@ -1,8 +1,10 @@
 // The client side a container manager imports: two calls (a user range for its namespace,
 // then the image mounts), typed, with the Varlink error name on every failure.
 import * as fs from 'node:fs';
-import { VarlinkClient } from '../ipc/client.js';
-import { VarlinkError } from '../ipc/errors.js';
+import { VarlinkClient, callMethod } from '../ipc/client.js';
+import { invalidParameter } from '../ipc/errors.js';
+import { MountFileSystem, type PartitionDesignator } from '../ipc/interfaces/io.systemd.MountFileSystem.js';
+import { NamespaceResource } from '../ipc/interfaces/io.systemd.NamespaceResource.js';
 import { MNTFSD_SOCKET, USERDBD_SOCKET } from '../sockets.js';
 
 export { VarlinkError } from '../ipc/errors.js';
@@ -22,7 +24,7 @@ export interface AllocateUserRangeOptions {
 }
 
 export interface PartitionMount {
-  designator: string;
+  designator: PartitionDesignator;
   writable: boolean;
   growFileSystem: boolean;
   partitionNumber: number | null;
@@ -66,8 +68,10 @@ async function withClient<T>(socket: string, fn: (c: VarlinkClient) => Promise<T
 /** Maps a transient range into the namespace; returns the final namespace name. */
 export async function allocateUserRange(opts: AllocateUserRangeOptions): Promise<string> {
   return withClient(opts.socket ?? USERDBD_SOCKET, async (c) => {
-    const reply = await c.call(
-      'io.systemd.NamespaceResource.AllocateUserRange',
+    const reply = await callMethod(
+      c,
+      NamespaceResource,
+      'AllocateUserRange',
       {
         name: opts.name,
         size: opts.size ?? 65536,
@@ -79,33 +83,33 @@ export async function allocateUserRange(opts: AllocateUserRangeOptions): Promise
       { fds: [opts.userNamespaceFd] },
     );
     reply.fds.forEach((fd) => fs.closeSync(fd));
-    return typeof reply.parameters.name === 'string' ? reply.parameters.name : opts.name;
+    return reply.parameters.name ?? opts.name;
   });
 }
 
 /** Registers a namespace the caller mapped itself (its own uid), so resources can be attached. */
 export async function registerUserNamespace(opts: { name: string; userNamespaceFd: number; mangleName?: boolean; socket?: string }): Promise<string> {
   return withClient(opts.socket ?? USERDBD_SOCKET, async (c) => {
-    const reply = await c.call(
-      'io.systemd.NamespaceResource.RegisterUserNamespace',
+    const reply = await callMethod(
+      c,
+      NamespaceResource,
+      'RegisterUserNamespace',
       { name: opts.name, userNamespaceFileDescriptor: 0, ...(opts.mangleName !== undefined && { mangleName: opts.mangleName }) },
       { fds: [opts.userNamespaceFd] },
     );
     reply.fds.forEach((fd) => fs.closeSync(fd));
-    return typeof reply.parameters.name === 'string' ? reply.parameters.name : opts.name;
+    return reply.parameters.name ?? opts.name;
   });
-}
-
-function nullableString(v: unknown): string | null {
-  return typeof v === 'string' ? v : null;
 }
 
 /** Verifies and mounts the image; every returned mountFd belongs to the caller. */
 export async function mountImage(opts: MountImageOptions): Promise<MountedImage> {
   return withClient(opts.socket ?? MNTFSD_SOCKET, async (c) => {
     const fds = [opts.imageFd, ...(opts.userNamespaceFd !== undefined ? [opts.userNamespaceFd] : [])];
-    const reply = await c.call(
-      'io.systemd.MountFileSystem.MountImage',
+    const reply = await callMethod(
+      c,
+      MountFileSystem,
+      'MountImage',
       {
         imageFileDescriptor: 0,
         ...(opts.userNamespaceFd !== undefined && { userNamespaceFileDescriptor: 1 }),
@@ -118,23 +122,22 @@ export async function mountImage(opts: MountImageOptions): Promise<MountedImage>
     const p = reply.parameters;
     const used = new Set<number>();
     try {
-      const raw = Array.isArray(p.partitions) ? (p.partitions as Array<Record<string, unknown>>) : [];
-      const partitions = raw.map((x): PartitionMount => {
-        const index = Number(x.mountFileDescriptor);
+      const partitions = p.partitions.map((x): PartitionMount => {
+        const index = x.mountFileDescriptor;
         const mountFd = reply.fds[index];
-        if (mountFd === undefined || used.has(index)) throw new VarlinkError('org.varlink.service.InvalidParameter', { parameter: 'mountFileDescriptor' });
+        if (mountFd === undefined || used.has(index)) throw invalidParameter('mountFileDescriptor');
         used.add(index);
         return {
-          designator: String(x.designator),
-          writable: x.writable === true,
-          growFileSystem: x.growFileSystem === true,
-          partitionNumber: typeof x.partitionNumber === 'number' ? x.partitionNumber : null,
-          architecture: nullableString(x.architecture),
-          partitionUuid: nullableString(x.partitionUuid),
-          fileSystemType: String(x.fileSystemType),
-          partitionLabel: nullableString(x.partitionLabel),
-          size: Number(x.size),
-          offset: Number(x.offset),
+          designator: x.designator,
+          writable: x.writable,
+          growFileSystem: x.growFileSystem,
+          partitionNumber: x.partitionNumber ?? null,
+          architecture: x.architecture ?? null,
+          partitionUuid: x.partitionUuid ?? null,
+          fileSystemType: x.fileSystemType,
+          partitionLabel: x.partitionLabel ?? null,
+          size: x.size,
+          offset: x.offset,
           mountFd,
         };
       });
@@ -142,11 +145,11 @@ export async function mountImage(opts: MountImageOptions): Promise<MountedImage>
       unclaimed.forEach((fd) => fs.closeSync(fd));
       return {
         partitions,
-        imagePolicy: String(p.imagePolicy),
-        imageSize: Number(p.imageSize),
-        sectorSize: Number(p.sectorSize),
-        imageName: nullableString(p.imageName),
-        imageUuid: nullableString(p.imageUuid),
+        imagePolicy: p.imagePolicy,
+        imageSize: p.imageSize,
+        sectorSize: p.sectorSize,
+        imageName: p.imageName ?? null,
+        imageUuid: p.imageUuid ?? null,
       };
     } catch (err) {
       reply.fds.forEach((fd) => fs.closeSync(fd));

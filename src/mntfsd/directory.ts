@@ -7,7 +7,8 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { FOREIGN_RANGE, isForeign, isTransient } from '../id-ranges.js';
 import { ClientDisconnected, invalidParameter, permissionDenied, systemError, toVarlinkError } from '../ipc/errors.js';
-import type { CallContext, Handler, HandlerResult } from '../ipc/server.js';
+import type { CallContext, Handler } from '../ipc/server.js';
+import { serve, type MethodHandlers } from '../ipc/interfaces/define.js';
 import {
   AT_REMOVEDIR,
   O_DIRECTORY,
@@ -48,7 +49,15 @@ import { openTreeInNamespace } from '../sys/nshelper.js';
 import { pidfdOpen } from '../sys/pidfd.js';
 import { fdFlags } from '../sys/stat.js';
 import { MountFsError } from './errors.js';
-import type { MakeDirectoryParameters, MountDirectoryParameters, MountMapMode } from './interface.js';
+import {
+  MountFileSystem,
+  type MakeDirectoryParameters,
+  type MakeDirectoryReply,
+  type Methods,
+  type MountDirectoryParameters,
+  type MountDirectoryReply,
+  type MountMapMode,
+} from '../ipc/interfaces/io.systemd.MountFileSystem.js';
 import { callerUserNamespace } from './mount-image.js';
 
 export interface DirectoryConfig {
@@ -59,25 +68,31 @@ export interface DirectoryConfig {
   log: Logger;
 }
 
-export function directoryHandlers(cfg: DirectoryConfig): Record<string, Handler> {
+/** MountDirectory and MakeDirectory, typed against io.systemd.MountFileSystem. */
+export function directoryMethods(cfg: DirectoryConfig): MethodHandlers<Methods> {
   return {
-    MountDirectory: async (raw, ctx) => {
+    MountDirectory: async (p, ctx) => {
       try {
-        return await mountDirectory(cfg, raw as unknown as MountDirectoryParameters, ctx);
+        return await mountDirectory(cfg, p, ctx);
       } catch (err) {
         cfg.log.debug({ method: 'MountDirectory', uid: ctx.peer.uid, err: (err as Error).message }, 'refused or failed');
         throw toVarlinkError(err) ?? err; // failures on the caller's files are the caller's, not the daemon's
       }
     },
-    MakeDirectory: async (raw, ctx) => {
+    MakeDirectory: async (p, ctx) => {
       try {
-        return await makeDirectory(raw as unknown as MakeDirectoryParameters, ctx);
+        return await makeDirectory(p, ctx);
       } catch (err) {
         cfg.log.debug({ method: 'MakeDirectory', uid: ctx.peer.uid, err: (err as Error).message }, 'refused or failed');
-        throw toVarlinkError(err) ?? err; // failures on the caller's files are the caller's, not the daemon's
+        throw toVarlinkError(err) ?? err;
       }
     },
   };
+}
+
+/** directoryMethods() in the shape mntfsd/daemon.ts spreads into its handler table today. */
+export function directoryHandlers(cfg: DirectoryConfig): Record<string, Handler> {
+  return serve(MountFileSystem, directoryMethods(cfg)).handlers;
 }
 
 // Flags a caller's directory fd may carry (fd_verify_safe_flags_full() with O_DIRECTORY, and
@@ -242,7 +257,7 @@ function pidfdPid(pidfd: number): number {
   return Number(m[1]);
 }
 
-async function mountDirectory(cfg: DirectoryConfig, p: MountDirectoryParameters, ctx: CallContext): Promise<HandlerResult> {
+async function mountDirectory(cfg: DirectoryConfig, p: MountDirectoryParameters, ctx: CallContext): Promise<{ parameters: MountDirectoryReply; fds: number[] }> {
   const dirFd = ctx.fd(p.directoryFileDescriptor, 'directoryFileDescriptor');
   const peerUid = ctx.peer.uid;
   const st = checkDirectoryFd(dirFd, 'directoryFileDescriptor', DIRECTORY_FLAGS | O_PATH);
@@ -318,7 +333,7 @@ function tempName(name: string): string {
  * opened is used only if it is ours: owned by the daemon and made with mode 0, which a
  * pre-existing directory the caller could move there is not.
  */
-async function makeDirectory(p: MakeDirectoryParameters, ctx: CallContext): Promise<HandlerResult> {
+async function makeDirectory(p: MakeDirectoryParameters, ctx: CallContext): Promise<{ parameters: MakeDirectoryReply; fds: number[] }> {
   if (!isValidFilename(p.name)) throw invalidParameter('name');
   let mode = 0o700;
   if (p.mode !== undefined && p.mode !== null) {

@@ -5,16 +5,27 @@
 // inode and NS_GET_ID, learns deaths from the BPF policy and proves them with nsfs handles.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { CallContext, Handler, HandlerResult, Service } from '../ipc/server.js';
+import type { CallContext, Service } from '../ipc/server.js';
 import { VarlinkError, invalidParameter, permissionDenied, systemError } from '../ipc/errors.js';
+import { serve } from '../ipc/interfaces/define.js';
+import {
+  NamespaceResource as NamespaceResourceInterface,
+  NamespaceResourceError,
+  type AddControlGroupToUserNamespaceParameters,
+  type AddMountToUserNamespaceParameters,
+  type AddNetworkToUserNamespaceParameters,
+  type AddNetworkToUserNamespaceReply,
+  type AllocateUserRangeParameters,
+  type AllocateUserRangeReply,
+  type RegisterUserNamespaceParameters,
+  type RegisterUserNamespaceReply,
+} from '../ipc/interfaces/io.systemd.NamespaceResource.js';
 import { FOREIGN_RANGE } from '../id-ranges.js';
 import type { Logger } from '../log.js';
 import { nsGetParent, openUserNamespaceByHandle, userNamespaceInfo, userNamespaceLiveness, type UserNamespaceInfo } from '../sys/nsfs.js';
 import { fdFlags, statfsType } from '../sys/stat.js';
 import type { UserNamespaceMember } from '../sys/nshelper.js';
 import { joinUserNamespace } from '../sys/userns-joiner.js';
-import { NAMESPACE_RESOURCE_IDL } from './interfaces.js';
-import { parseInterface } from '../ipc/idl.js';
 import { nameHash, namespaceName } from './naming.js';
 import { CONTAINER_SIZE, HostIds, pickRange, type IdRange } from './range-allocator.js';
 import type { NamespaceRecord, Registry } from './registry.js';
@@ -35,21 +46,6 @@ export interface NamespacePolicy {
   close(): void;
 }
 
-const IFACE = 'io.systemd.NamespaceResource';
-export const NR_ERR = {
-  NotSupported: `${IFACE}.UserNamespaceInterfaceNotSupported`,
-  NameExists: `${IFACE}.NameExists`,
-  UserNamespaceExists: `${IFACE}.UserNamespaceExists`,
-  DynamicRangeUnavailable: `${IFACE}.DynamicRangeUnavailable`,
-  NoDynamicRange: `${IFACE}.NoDynamicRange`,
-  NotRegistered: `${IFACE}.UserNamespaceNotRegistered`,
-  WithoutUserRange: `${IFACE}.UserNamespaceWithoutUserRange`,
-  TooManyControlGroups: `${IFACE}.TooManyControlGroups`,
-  ControlGroupAlreadyAdded: `${IFACE}.ControlGroupAlreadyAdded`,
-  TooManyNetworkInterfaces: `${IFACE}.TooManyNetworkInterfaces`,
-  TooManyDelegations: `${IFACE}.TooManyDelegations`,
-} as const;
-
 export const USERNS_PER_UID = 256;
 export const MAX_DELEGATIONS = 16;
 /** Upstream checks `> 16`, so 17 fit; we keep the documented 16. */
@@ -68,8 +64,6 @@ export interface NamespaceResourceOptions {
   hostIds?: HostIds;
   logger?: Logger;
 }
-
-const fail = (name: string): VarlinkError => new VarlinkError(name);
 
 /** The validated namespace of a call, with its parent (null when that is the daemon's own). */
 interface Target {
@@ -121,19 +115,13 @@ export class NamespaceResource {
   }
 
   service(): Service {
-    const h = (fn: (p: Record<string, unknown>, ctx: CallContext) => Promise<Record<string, unknown>>): Handler => {
-      return async (p, ctx): Promise<HandlerResult> => ({ parameters: await fn(p, ctx) });
-    };
-    return {
-      iface: parseInterface(NAMESPACE_RESOURCE_IDL),
-      handlers: {
-        AllocateUserRange: h((p, ctx) => this.allocate(p, ctx)),
-        RegisterUserNamespace: h((p, ctx) => this.register(p, ctx)),
-        AddMountToUserNamespace: h((p, ctx) => this.addMount(p, ctx)),
-        AddControlGroupToUserNamespace: h((p, ctx) => this.addControlGroup(p, ctx)),
-        AddNetworkToUserNamespace: (p, ctx) => this.addNetwork(p, ctx),
-      },
-    };
+    return serve(NamespaceResourceInterface, {
+      AllocateUserRange: async (p, ctx) => ({ parameters: await this.allocate(p, ctx) }),
+      RegisterUserNamespace: async (p, ctx) => ({ parameters: await this.register(p, ctx) }),
+      AddMountToUserNamespace: async (p, ctx) => ({ parameters: await this.addMount(p, ctx) }),
+      AddControlGroupToUserNamespace: async (p, ctx) => ({ parameters: await this.addControlGroup(p, ctx) }),
+      AddNetworkToUserNamespace: (p, ctx) => this.addNetwork(p, ctx),
+    });
   }
 
   /** Handles a death report: releases the namespace unless it is provably alive (then the
@@ -214,14 +202,14 @@ export class NamespaceResource {
   }
 
   private requirePolicy(): NamespacePolicy {
-    if (!this.policy || !this.policyActive) throw fail(NR_ERR.NotSupported);
+    if (!this.policy || !this.policyActive) throw new NamespaceResourceError('UserNamespaceInterfaceNotSupported');
     return this.policy;
   }
 
-  private async allocate(p: Record<string, unknown>, ctx: CallContext): Promise<Record<string, unknown>> {
+  private async allocate(p: AllocateUserRangeParameters, ctx: CallContext): Promise<AllocateUserRangeReply> {
     const policy = this.requirePolicy();
     const req = allocRequest(p);
-    const name = namespaceName(p.name as string, ctx.peer.uid, p.mangleName === true);
+    const name = namespaceName(p.name, ctx.peer.uid, p.mangleName === true);
     if (name === null) throw invalidParameter('name');
 
     const fd = ctx.fd(p.userNamespaceFileDescriptor, 'userNamespaceFileDescriptor');
@@ -229,7 +217,7 @@ export class NamespaceResource {
     try {
       // A registered namespace has its maps written: say so before complaining about the maps.
       const known = this.registry.byUserns(this.inspect(fd).inode);
-      if (known && userNamespaceLiveness(known.nsId, known.userns) !== 'dead') throw fail(NR_ERR.UserNamespaceExists);
+      if (known && userNamespaceLiveness(known.nsId, known.userns) !== 'dead') throw new NamespaceResourceError('UserNamespaceExists');
       if (readMap(member.pid, 'uid_map') !== '' || readMap(member.pid, 'gid_map') !== '') {
         throw invalidParameter('userNamespaceFileDescriptor');
       }
@@ -262,24 +250,24 @@ export class NamespaceResource {
     const { info, parent } = t;
     const existing = this.registry.byUserns(info.inode);
     if (existing) {
-      if (!this.reapIfDead(existing)) throw fail(NR_ERR.UserNamespaceExists);
+      if (!this.reapIfDead(existing)) throw new NamespaceResourceError('UserNamespaceExists');
     }
     const sameName = this.registry.findName(name);
-    if (sameName && !this.reapIfDead(sameName)) throw fail(NR_ERR.NameExists);
+    if (sameName && !this.reapIfDead(sameName)) throw new NamespaceResourceError('NameExists');
     this.enforceOwnerCap(owner);
 
     // Only what the parent got delegated is mapped 1:1 there and may be handed on (asked for
     // only when something is picked: a "self" namespace without delegations needs none).
     const candidates = (): readonly IdRange[] => {
       if (!parent) return WHOLE_ID_SPACE;
-      if (!parent.record) throw fail(NR_ERR.DynamicRangeUnavailable);
+      if (!parent.record) throw new NamespaceResourceError('DynamicRangeUnavailable');
       return parent.record.delegates;
     };
     const taken = new Set<number>();
     const available = (start: number, sz: number): boolean => !taken.has(start) && this.isFree(start, sz, parent?.inode);
     const pick = (sz: number, seed: number): number => {
       const r = pickRange(candidates(), sz, seed, (s) => available(s, sz));
-      if (!r.ok) throw fail(r.reason === 'unavailable' ? NR_ERR.DynamicRangeUnavailable : NR_ERR.NoDynamicRange);
+      if (!r.ok) throw new NamespaceResourceError(r.reason === 'unavailable' ? 'DynamicRangeUnavailable' : 'NoDynamicRange');
       taken.add(r.start);
       return r.start;
     };
@@ -363,9 +351,9 @@ export class NamespaceResource {
     }
   }
 
-  private async register(p: Record<string, unknown>, ctx: CallContext): Promise<Record<string, unknown>> {
+  private async register(p: RegisterUserNamespaceParameters, ctx: CallContext): Promise<RegisterUserNamespaceReply> {
     const policy = this.requirePolicy();
-    const name = namespaceName(p.name as string, ctx.peer.uid, p.mangleName === true);
+    const name = namespaceName(p.name, ctx.peer.uid, p.mangleName === true);
     if (name === null) throw invalidParameter('name');
     const fd = ctx.fd(p.userNamespaceFileDescriptor, 'userNamespaceFileDescriptor');
     const member = await this.joinValidated(fd, ctx.peer.uid);
@@ -378,9 +366,9 @@ export class NamespaceResource {
     }
     await this.registry.exclusive(() => {
       const existing = this.registry.byUserns(info.inode);
-      if (existing && !this.reapIfDead(existing)) throw fail(NR_ERR.UserNamespaceExists);
+      if (existing && !this.reapIfDead(existing)) throw new NamespaceResourceError('UserNamespaceExists');
       const sameName = this.registry.findName(name);
-      if (sameName && !this.reapIfDead(sameName)) throw fail(NR_ERR.NameExists);
+      if (sameName && !this.reapIfDead(sameName)) throw new NamespaceResourceError('NameExists');
       this.enforceOwnerCap(ctx.peer.uid);
       const rec: NamespaceRecord = { userns: info.inode, nsId: info.nsId, owner: ctx.peer.uid, name, size: 0, cgroups: [], delegates: [] };
       this.registry.put(rec);
@@ -394,7 +382,7 @@ export class NamespaceResource {
     return { name };
   }
 
-  private async addMount(p: Record<string, unknown>, ctx: CallContext): Promise<Record<string, unknown>> {
+  private async addMount(p: AddMountToUserNamespaceParameters, ctx: CallContext): Promise<Record<string, never>> {
     this.requirePolicy();
     if (ctx.peer.uid !== 0) throw permissionDenied();
     this.registeredRecord(ctx.fd(p.userNamespaceFileDescriptor, 'userNamespaceFileDescriptor'));
@@ -404,10 +392,10 @@ export class NamespaceResource {
     return {};
   }
 
-  private async addControlGroup(p: Record<string, unknown>, ctx: CallContext): Promise<Record<string, unknown>> {
+  private async addControlGroup(p: AddControlGroupToUserNamespaceParameters, ctx: CallContext): Promise<Record<string, never>> {
     this.requirePolicy();
     const rec = this.registeredRecord(ctx.fd(p.userNamespaceFileDescriptor, 'userNamespaceFileDescriptor'));
-    if (rec.size === 0 || rec.start === undefined) throw fail(NR_ERR.WithoutUserRange);
+    if (rec.size === 0 || rec.start === undefined) throw new NamespaceResourceError('UserNamespaceWithoutUserRange');
     const cfd = ctx.fd(p.controlGroupFileDescriptor, 'controlGroupFileDescriptor');
     // An O_PATH fd passes fstat/fstatfs but cannot be fchown'd: refuse it before anything.
     if (fdFlags(cfd).path) throw invalidParameter('controlGroupFileDescriptor');
@@ -420,9 +408,9 @@ export class NamespaceResource {
     const gid = rec.startGid ?? rec.start;
     await this.registry.exclusive(() => {
       const cur = this.registry.byUserns(rec.userns);
-      if (!cur) throw fail(NR_ERR.NotRegistered);
-      if (cur.cgroups.includes(dir)) throw fail(NR_ERR.ControlGroupAlreadyAdded);
-      if (cur.cgroups.length >= MAX_CGROUPS) throw fail(NR_ERR.TooManyControlGroups);
+      if (!cur) throw new NamespaceResourceError('UserNamespaceNotRegistered');
+      if (cur.cgroups.includes(dir)) throw new NamespaceResourceError('ControlGroupAlreadyAdded');
+      if (cur.cgroups.length >= MAX_CGROUPS) throw new NamespaceResourceError('TooManyControlGroups');
       fs.fchownSync(cfd, uid, gid);
       fs.fchmodSync(cfd, 0o755);
       for (const f of ['cgroup.procs', 'cgroup.subtree_control', 'cgroup.threads']) {
@@ -437,16 +425,16 @@ export class NamespaceResource {
 
   /** vl_method_add_netif_to_user_namespace() in nsresourcework.c: a veth pair whose peer goes to
    * the namespace's network namespace, or a tap device whose fd is handed back. */
-  private async addNetwork(p: Record<string, unknown>, ctx: CallContext): Promise<HandlerResult> {
+  private async addNetwork(p: AddNetworkToUserNamespaceParameters, ctx: CallContext): Promise<{ parameters: AddNetworkToUserNamespaceReply; fds?: number[] }> {
     this.requirePolicy();
     const usernsFd = ctx.fd(p.userNamespaceFileDescriptor, 'userNamespaceFileDescriptor');
     if (ctx.peer.uid !== 0 && this.inspect(usernsFd).ownerUid !== ctx.peer.uid) throw permissionDenied();
     const netnsIndex = p.networkNamespaceFileDescriptor ?? undefined;
     const netnsFd = netnsIndex === undefined ? undefined : ctx.fd(netnsIndex, 'networkNamespaceFileDescriptor');
     if (netnsFd !== undefined) validateNetns(netnsFd, usernsFd, ctx.peer.uid);
-    const requested = (p.namespaceInterfaceName ?? undefined) as string | undefined;
+    const requested = p.namespaceInterfaceName ?? undefined;
     if (requested !== undefined && !isValidIfname(requested)) throw invalidParameter('namespaceInterfaceName');
-    const mode = p.mode as string;
+    const mode = p.mode;
     if (mode === 'veth') {
       if (netnsFd === undefined) throw invalidParameter('networkNamespaceFileDescriptor');
     } else if (mode === 'tap') {
@@ -468,10 +456,10 @@ export class NamespaceResource {
       // upstream) is the same host link: the kernel answers EEXIST while it exists. One whose
       // link is gone (a closed tap) may be made again without counting twice.
       const known = before.some((n) => n.name === hostName);
-      if (!known && before.length >= MAX_NETIFS) throw fail(NR_ERR.TooManyNetworkInterfaces);
+      if (!known && before.length >= MAX_NETIFS) throw new NamespaceResourceError('TooManyNetworkInterfaces');
       if (ctx.peer.uid !== 0 && ctx.peer.uid !== rec.owner) throw permissionDenied();
       // Recorded before it exists: whatever happens next, releasing the namespace removes it.
-      const entry = { name: hostName, mode: mode as NetifMode };
+      const entry: { name: string; mode: NetifMode } = { name: hostName, mode };
       this.registry.put({ ...rec, netifs: [...before.filter((n) => n.name !== hostName), entry] });
       try {
         return createNetif({ mode: entry.mode, owner: rec.owner, nsName: rec.name, requested, netnsFd, tapOwner }, hostName, (err) =>
@@ -526,17 +514,17 @@ export class NamespaceResource {
   private registeredRecord(fd: number): NamespaceRecord {
     const info = this.inspect(fd);
     const rec = this.registry.byUserns(info.inode);
-    if (!rec || (rec.nsId !== '' && info.id !== undefined && rec.nsId !== info.id.toString())) throw fail(NR_ERR.NotRegistered);
+    if (!rec || (rec.nsId !== '' && info.id !== undefined && rec.nsId !== info.id.toString())) throw new NamespaceResourceError('UserNamespaceNotRegistered');
     return rec;
   }
 }
 
 /** validate_target_and_size() in nsresourcework.c: "self" maps exactly the caller's ids, to
  * themselves or to 0; "managed" a pool range of 1 or 65536 to any target that fits. */
-function allocRequest(p: Record<string, unknown>): AllocRequest {
-  const type = (p.type ?? 'managed') as AllocRequest['type']; // the IDL's enum let nothing else through
-  const size = p.size as number;
-  const target = (p.target ?? undefined) as number | undefined;
+function allocRequest(p: AllocateUserRangeParameters): AllocRequest {
+  const type = p.type ?? 'managed';
+  const size = p.size;
+  const target = p.target ?? undefined;
   if (type === 'self') {
     if (size !== 1) throw invalidParameter('size');
     if (target !== undefined && target !== 0) throw invalidParameter('target');
@@ -544,9 +532,9 @@ function allocRequest(p: Record<string, unknown>): AllocRequest {
     if (size !== 1 && size !== CONTAINER_SIZE) throw invalidParameter('size');
     if (target !== undefined && (target < 0 || target + size > UID_INVALID)) throw invalidParameter('target');
   }
-  const delegations = (p.delegateContainerRanges as number | undefined) ?? 0;
+  const delegations = p.delegateContainerRanges ?? 0;
   if (delegations < 0) throw invalidParameter('delegateContainerRanges');
-  if (delegations > MAX_DELEGATIONS) throw fail(NR_ERR.TooManyDelegations);
+  if (delegations > MAX_DELEGATIONS) throw new NamespaceResourceError('TooManyDelegations');
   return { type, size, target: type === 'self' ? target : (target ?? 0), delegations, mapForeign: p.mapForeign === true };
 }
 

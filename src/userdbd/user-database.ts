@@ -1,19 +1,20 @@
 // io.systemd.UserDatabase for the allocated ranges (as nsresourced serves it): users and groups
 // "ns-<name>-<offset>" resolve by name or number; no enumeration, no memberships.
-import { VarlinkError } from '../ipc/errors.js';
-import type { Handler, Service } from '../ipc/server.js';
-import { USER_DATABASE_IDL } from './interfaces.js';
-import { parseInterface } from '../ipc/idl.js';
+import type { Service } from '../ipc/server.js';
+import { serve } from '../ipc/interfaces/define.js';
+import {
+  USERDB_SERVICE,
+  UserDatabase,
+  UserDatabaseError,
+  type GetGroupRecordParameters,
+  type GetUserRecordParameters,
+} from '../ipc/interfaces/io.systemd.UserDatabase.js';
 import { parseUserName, userName } from './naming.js';
 import { CONTAINER_SIZE, CONTAINER_WINDOW, DYNAMIC_WINDOW } from './range-allocator.js';
 import type { NamespaceRecord, Registry } from './registry.js';
 
-export const USERDB_SERVICE = 'io.systemd.NamespaceResource';
-const IFACE = 'io.systemd.UserDatabase';
 const NOBODY_GID = 65534;
 const NOLOGIN = '/usr/sbin/nologin';
-
-const err = (name: string): VarlinkError => new VarlinkError(`${IFACE}.${name}`);
 
 interface Hit {
   rec: NamespaceRecord;
@@ -22,40 +23,49 @@ interface Hit {
 
 type Kind = 'user' | 'group';
 
+/** A user or group lookup, whichever it is (GetUserRecord's and GetGroupRecord's fields). */
+interface Lookup {
+  service: string;
+  id?: number | null;
+  name?: string | null;
+  min?: number | null;
+  max?: number | null;
+  dispositionMask?: string[] | null;
+  uuid?: string | null;
+}
+
+const userLookup = (p: GetUserRecordParameters): Lookup => ({ ...p, id: p.uid, name: p.userName, min: p.uidMin, max: p.uidMax });
+const groupLookup = (p: GetGroupRecordParameters): Lookup => ({ ...p, id: p.gid, name: p.groupName, min: p.gidMin, max: p.gidMax });
+
 export function userDatabaseService(registry: Registry): Service {
-  const lookup = (kind: Kind, p: Record<string, unknown>): Hit => {
-    if (p.service !== USERDB_SERVICE) throw err('BadService');
+  const lookup = (kind: Kind, p: Lookup): Hit => {
+    if (p.service !== USERDB_SERVICE) throw new UserDatabaseError('BadService');
     // Optional fields may come as null, which means not given.
-    const id = ((kind === 'user' ? p.uid : p.gid) ?? undefined) as number | undefined;
-    const name = ((kind === 'user' ? p.userName : p.groupName) ?? undefined) as string | undefined;
-    if (id === undefined && name === undefined) throw err('EnumerationNotSupported');
-    const hit = name !== undefined ? byName(registry, name) : byNumber(registry, kind, id as number);
-    if (!hit) throw err('NoRecordFound');
-    if (name !== undefined && id !== undefined && idOf(kind, hit) !== id) throw err('ConflictingRecordFound');
+    const id = p.id ?? undefined;
+    const name = p.name ?? undefined;
+    if (id === undefined && name === undefined) throw new UserDatabaseError('EnumerationNotSupported');
+    const hit = name !== undefined ? byName(registry, name) : id !== undefined ? byNumber(registry, kind, id) : undefined;
+    if (!hit) throw new UserDatabaseError('NoRecordFound');
+    if (name !== undefined && id !== undefined && idOf(kind, hit) !== id) throw new UserDatabaseError('ConflictingRecordFound');
     const num = idOf(kind, hit);
-    const min = ((kind === 'user' ? p.uidMin : p.gidMin) ?? undefined) as number | undefined;
-    const max = ((kind === 'user' ? p.uidMax : p.gidMax) ?? undefined) as number | undefined;
-    const mask = (p.dispositionMask ?? undefined) as string[] | undefined;
+    const min = p.min ?? undefined;
+    const max = p.max ?? undefined;
+    const mask = p.dispositionMask ?? undefined;
     // Our records carry no uuid, so a uuid filter never matches (systemd: user_record_match()).
-    const uuid = (p.uuid ?? undefined) as string | undefined;
+    const uuid = p.uuid ?? undefined;
     if ((min !== undefined && num < min) || (max !== undefined && num > max) || (mask && !mask.includes(disposition(hit.rec))) || uuid !== undefined) {
-      throw err('NonMatchingRecordFound');
+      throw new UserDatabaseError('NonMatchingRecordFound');
     }
     return hit;
   };
-  const user: Handler = async (p) => ({ parameters: { record: userRecord(lookup('user', p)), incomplete: false } });
-  const group: Handler = async (p) => ({ parameters: { record: groupRecord(lookup('group', p)), incomplete: false } });
-  return {
-    iface: parseInterface(USER_DATABASE_IDL),
-    handlers: {
-      GetUserRecord: user,
-      GetGroupRecord: group,
-      GetMemberships: async (p) => {
-        if (p.service !== USERDB_SERVICE) throw err('BadService');
-        throw err('NoRecordFound'); // no auxiliary group memberships
-      },
+  return serve(UserDatabase, {
+    GetUserRecord: async (p) => ({ parameters: { record: userRecord(lookup('user', userLookup(p))), incomplete: false } }),
+    GetGroupRecord: async (p) => ({ parameters: { record: groupRecord(lookup('group', groupLookup(p))), incomplete: false } }),
+    GetMemberships: async (p) => {
+      if (p.service !== USERDB_SERVICE) throw new UserDatabaseError('BadService');
+      throw new UserDatabaseError('NoRecordFound'); // no auxiliary group memberships
     },
-  };
+  });
 }
 
 function byName(registry: Registry, name: string): Hit | undefined {
