@@ -66,6 +66,7 @@ const fn = {
   findMap: lib.func('void *bpf_object__find_map_by_name(void *obj, const char *name)'),
   findProgram: lib.func('void *bpf_object__find_program_by_name(void *obj, const char *name)'),
   setMaxEntries: lib.func('int bpf_map__set_max_entries(void *map, uint32_t max_entries)'),
+  keySize: lib.func('uint32_t bpf_map__key_size(void *map)'),
   valueSize: lib.func('uint32_t bpf_map__value_size(void *map)'),
   setInitialValue: lib.func('int bpf_map__set_initial_value(void *map, const void *data, size_t size)'),
   reuseFd: lib.func('int bpf_map__reuse_fd(void *map, int fd)'),
@@ -162,6 +163,10 @@ export function findProgram(obj: BpfObject, name: string): BpfProgram {
 
 export function setMaxEntries(map: BpfMap, n: number): void {
   checkInt(fn.setMaxEntries(map, n) as number, 'bpf_map__set_max_entries');
+}
+
+export function keySize(map: BpfMap): number {
+  return fn.keySize(map) as number;
 }
 
 export function valueSize(map: BpfMap): number {

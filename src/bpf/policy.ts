@@ -115,6 +115,16 @@ export function readObject(): ObjectContents {
  */
 export const DEATH_RECORD = { size: 4, inode: 0 } as const;
 
+/**
+ * Key and value sizes of the maps this file reads and writes: u32 nsfs inodes mapped to a u32
+ * flag, and meta's index 0 mapped to a SHA-256 digest.
+ */
+export const MAP_ENTRIES = {
+  managed: { key: 4, value: 4 },
+  setgroups_deny: { key: 4, value: 4 },
+  meta: { key: 4, value: 32 },
+} as const;
+
 function u32(n: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(n);
@@ -140,7 +150,7 @@ function readMeta(metaPin: string): Buffer | null {
   if (!fs.existsSync(metaPin)) return null;
   const fd = bpf.objGet(metaPin);
   try {
-    const value = Buffer.alloc(32);
+    const value = Buffer.alloc(MAP_ENTRIES.meta.value);
     return bpf.mapLookup(fd, u32(0), value) ? value : null;
   } finally {
     fs.closeSync(fd);
@@ -336,7 +346,7 @@ export class UsernsPolicy {
       lsm: this.lsm,
       attached: this.programs.length > 0 && hooks.length === this.programs.length,
       pinned: this.mapPins.length > 0 && this.mapPins.every((m) => fs.existsSync(this.pins.map(m))),
-      managed: this.fds ? bpf.mapCount(this.fds.managed, 4) : 0,
+      managed: this.fds ? bpf.mapCount(this.fds.managed, MAP_ENTRIES.managed.key) : 0,
       hooks,
     };
     if (this.reason !== undefined) status.reason = this.reason;

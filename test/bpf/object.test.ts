@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as bpf from '../../src/bpf/libbpf.js';
-import { DEATH_RECORD, ID_WINDOWS, ID_WINDOWS_SECTION, OBJECT_PATH, idWindowsImage, readObject } from '../../src/bpf/policy.js';
+import { DEATH_RECORD, ID_WINDOWS, ID_WINDOWS_SECTION, MAP_ENTRIES, OBJECT_PATH, idWindowsImage, readObject } from '../../src/bpf/policy.js';
 import { CONTAINER_WINDOW, DYNAMIC_WINDOW, FOREIGN_RANGE } from '../../src/id-ranges.js';
 import { projectRoot } from '../../src/native/index.js';
 
@@ -32,6 +32,21 @@ test('the loader takes its pinned maps from the object: all but the per-task scr
     { pin: 'ringbuf', name: 'userns_ringbuf', resizable: false },
     { pin: 'meta', name: 'userns_meta', resizable: false },
   ]);
+});
+
+test('the maps policy.ts reads and writes have the key and value sizes it uses', () => {
+  const obj = bpf.openObject(OBJECT_PATH);
+  try {
+    const sizes = Object.fromEntries(
+      Object.keys(MAP_ENTRIES).map((pin) => {
+        const map = bpf.findMap(obj, `userns_${pin}`);
+        return [pin, { key: bpf.keySize(map), value: bpf.valueSize(map) }];
+      }),
+    );
+    assert.deepEqual(sizes, MAP_ENTRIES);
+  } finally {
+    bpf.closeObject(obj);
+  }
 });
 
 test('every hook the object uses exists in this kernel as a BPF LSM attachment point', () => {
