@@ -1,20 +1,14 @@
 // `mountgate inspect IMAGE`: what the image holds and what mntfsd would do with it for an
-// unprivileged caller. Runs mntfsd's own steps (trust by location, policy, dissection,
-// partition selection, signature check, optionally verity verification) without mounting.
+// unprivileged caller: the plan of mntfsd's own admission decision (admission.ts: trust by
+// location, policy, dissection, partition selection, signatures), formatted; optionally with
+// every verity-protected byte checked. Mounts nothing.
 import fs from 'node:fs';
 import { VarlinkError } from '../ipc/errors.js';
-import { dissectImage, type DissectedPartition } from '../mntfsd/ddi/dissect.js';
+import { admitImage, checkSignature, type AdmissionPlan, type SignatureVerdict } from '../mntfsd/admission.js';
+import type { DissectedPartition } from '../mntfsd/ddi/dissect.js';
 import { formatImagePolicy, type Protection } from '../mntfsd/image-policy.js';
-import { selectPartitions, toVarlinkError } from '../mntfsd/mount-image.js';
-import {
-  DEFAULT_VERITY_CERT_DIRECTORIES,
-  loadTrustedCertificates,
-  readVeritySignature,
-  verifyVeritySignature,
-  VeritySignatureError,
-  type TrustedCertificate,
-} from '../mntfsd/signature.js';
-import { checkTrustedImage, effectiveImagePolicy } from '../mntfsd/trust.js';
+import { toVarlinkError } from '../mntfsd/mount-image.js';
+import { DEFAULT_VERITY_CERT_DIRECTORIES, loadTrustedCertificates, type TrustedCertificate } from '../mntfsd/signature.js';
 import { verifyPartition } from '../mntfsd/verity.js';
 import { parseCommand, singlePositional, type Command } from './args.js';
 import { progressBar } from './progress.js';
@@ -86,39 +80,24 @@ export interface InspectOptions {
   onProgress?: (designator: string, done: number, total: number) => void;
 }
 
-class Refusal extends Error {
-  constructor(
-    readonly error: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-/** The Varlink error name and a readable reason for anything mntfsd's steps throw. */
-function refusal(err: unknown): Refusal {
-  if (err instanceof Refusal) return err;
+/** The Varlink error name MountImage would answer with, and a readable reason. */
+function refusal(err: unknown): { error: string; reason: string } {
   const v = toVarlinkError(err);
   if (!(v instanceof VarlinkError)) throw v;
-  // The wire error carries no detail; the original error's message does.
-  const detail = err instanceof Error && err !== v ? err.message : Object.keys(v.parameters).length ? JSON.stringify(v.parameters) : '';
-  return new Refusal(v.error, detail);
+  // The wire error carries no detail; the error's message (a VarlinkError's log detail) does.
+  return { error: v.error, reason: err instanceof Error ? err.message : '' };
 }
 
-async function signatureStatus(fd: number, p: DissectedPartition, trusted: readonly TrustedCertificate[]): Promise<SignatureStatus> {
-  const verity = p.verity!;
-  if (!verity.signature) return { status: 'none' };
-  try {
-    const sig = readVeritySignature(fd, verity.signature.offset, verity.signature.size);
-    const ok = await verifyVeritySignature(sig, { trusted, expectedRootHash: verity.rootHash });
-    return { status: 'trusted', subject: ok.subject, fingerprint: ok.fingerprint, certificate: ok.certificatePath };
-  } catch (err) {
-    if (!(err instanceof VeritySignatureError)) throw err;
-    return { status: err.kind === 'key-not-found' ? 'untrusted' : 'invalid', error: err.varlinkError, message: err.message };
+function signatureStatus(verdict: SignatureVerdict | null): SignatureStatus {
+  if (verdict === null) return { status: 'none' };
+  if (verdict.status === 'trusted') {
+    const { subject, fingerprint, certificatePath } = verdict.verified;
+    return { status: 'trusted', subject, fingerprint, certificate: certificatePath };
   }
+  return { status: verdict.status, error: verdict.error.varlinkError, message: verdict.error.message };
 }
 
-function describePartition(p: DissectedPartition, table: boolean): InspectedPartition {
+function describePartition(p: DissectedPartition, table: boolean, use: Protection | null): InspectedPartition {
   return {
     designator: p.designator,
     partitionNumber: table ? p.partitionNumber : null,
@@ -130,80 +109,75 @@ function describePartition(p: DissectedPartition, table: boolean): InspectedPart
     architecture: p.architecture,
     flags: { readOnly: p.readOnly, noAuto: p.noAuto, growFileSystem: p.growFileSystem },
     verity: null,
-    use: null,
+    use,
     verified: null,
   };
 }
 
-/** Inspects the image at `imagePath` as mntfsd would for an unprivileged caller. */
+/** Inspects the image at `imagePath` as mntfsd would for an unprivileged caller: admission.ts's plan, formatted. */
 export async function inspectImage(imagePath: string, opts: InspectOptions = {}): Promise<InspectReport> {
   const fd = fs.openSync(imagePath, 'r');
   try {
-    const trustedDirs = opts.trustedDirectories ?? [];
-    const trust = checkTrustedImage(fd, trustedDirs);
-    const policy = effectiveImagePolicy(trust.trusted, undefined);
+    const certificateDirectories = opts.certificateDirectories ?? DEFAULT_VERITY_CERT_DIRECTORIES;
+    const plan = await admitImage(fd, { trustedDirectories: opts.trustedDirectories ?? [], certificateDirectories });
+    const { trust, image } = plan;
     const report: InspectReport = {
       image: imagePath,
-      imageSize: null,
-      sectorSize: null,
-      imageUuid: null,
-      partitionTable: null,
+      imageSize: image?.imageSize ?? null,
+      sectorSize: image?.sectorSize ?? null,
+      imageUuid: image?.imageUuid ?? null,
+      partitionTable: image?.partitionTable ?? null,
       trustedByLocation: trust.trusted,
       trust: trust.trusted ? `trusted: inside ${trust.directory}` : `untrusted: ${trust.reason}`,
-      imagePolicy: formatImagePolicy(policy),
+      imagePolicy: formatImagePolicy(plan.policy),
       partitions: [],
-      accepted: false,
+      accepted: plan.admitted,
       error: null,
       reason: null,
     };
-    try {
-      const image = dissectImage(fd);
-      Object.assign(report, { imageSize: image.imageSize, sectorSize: image.sectorSize, imageUuid: image.imageUuid, partitionTable: image.partitionTable });
-      // Dissection lists the verity and signature partitions it paired, too.
-      const rows = image.partitions.map((data) => ({ p: describePartition(data, image.partitionTable), data }));
-      report.partitions = rows.map((r) => r.p);
-
-      const { certificates } = loadTrustedCertificates(opts.certificateDirectories ?? DEFAULT_VERITY_CERT_DIRECTORIES);
-      for (const { p, data } of rows) {
-        if (data.verity) {
-          p.verity = { rootHash: data.verity.rootHash, rootHashSource: data.verity.source, signature: await signatureStatus(fd, data, certificates) };
-        }
+    // Signatures the plan did not need are checked for the report alone.
+    let certificates: readonly TrustedCertificate[] | undefined;
+    for (const planned of plan.partitions) {
+      const { partition: data } = planned;
+      const p = describePartition(data, image?.partitionTable ?? false, planned.use);
+      if (data.verity) {
+        const verdict = planned.signature ?? (await checkSignature(fd, data, (certificates ??= loadTrustedCertificates(certificateDirectories).certificates)));
+        p.verity = { rootHash: data.verity.rootHash, rootHashSource: data.verity.source, signature: signatureStatus(verdict) };
       }
-
-      // From here on, mntfsd's order: select by policy, then per partition check the signature and verify.
-      const selected = selectPartitions(image, policy);
-      const row = (d: DissectedPartition): InspectedPartition => rows.find((r) => r.data === d)!.p;
-      for (const { partition, protection } of selected) {
-        // 'signed' is only offered for partitions that have a signature partition.
-        const sig = row(partition).verity?.signature;
-        if (protection === 'signed' && (sig?.status === 'untrusted' || sig?.status === 'invalid')) throw new Refusal(sig.error, sig.message);
+      report.partitions.push(p);
+    }
+    if (!plan.admitted) {
+      Object.assign(report, refusal(plan.refusal));
+    } else if (opts.verify) {
+      try {
+        await verifyMounts(fd, plan, report, opts.onProgress);
+      } catch (err) {
+        report.partitions.forEach((p) => (p.use = null));
+        Object.assign(report, { accepted: false }, refusal(err));
       }
-      for (const { partition, protection } of selected) {
-        const p = row(partition);
-        p.use = protection;
-        if (!opts.verify || protection === 'unprotected') continue;
-        const v = partition.verity!;
-        try {
-          await verifyPartition(fd, { offset: partition.offset, size: partition.size }, { offset: v.hash.offset, size: v.hash.size }, Buffer.from(v.rootHash, 'hex'), {
-            copy: false,
-            onProgress: opts.onProgress && ((done, total) => opts.onProgress!(partition.designator, done, total)),
-          });
-          p.verified = true;
-        } catch (err) {
-          p.verified = false;
-          throw err;
-        }
-      }
-      report.accepted = true;
-    } catch (err) {
-      const r = refusal(err);
-      report.partitions.forEach((p) => (p.use = null));
-      report.error = r.error;
-      report.reason = r.message;
     }
     return report;
   } finally {
     fs.closeSync(fd);
+  }
+}
+
+/** --verify: every byte each verity-protected mount would use, against its hash tree (as the verified copy does). */
+async function verifyMounts(fd: number, plan: AdmissionPlan, report: InspectReport, onProgress: InspectOptions['onProgress']): Promise<void> {
+  for (const [i, { partition, use }] of plan.partitions.entries()) {
+    if (use === null || use === 'unprotected') continue;
+    const p = report.partitions[i]!;
+    const v = partition.verity!;
+    try {
+      await verifyPartition(fd, { offset: partition.offset, size: partition.size }, { offset: v.hash.offset, size: v.hash.size }, Buffer.from(v.rootHash, 'hex'), {
+        copy: false,
+        onProgress: onProgress && ((done, total) => onProgress(partition.designator, done, total)),
+      });
+      p.verified = true;
+    } catch (err) {
+      p.verified = false;
+      throw err;
+    }
   }
 }
 

@@ -1,25 +1,23 @@
-// io.systemd.MountFileSystem.MountImage: validate the fds, establish trust, dissect, verify
-// (through kernel dm-verity, or into private storage), mount, idmap to the caller's namespace,
-// hand back mount fds.
+// io.systemd.MountFileSystem.MountImage: validate the request and its fds, ask admission.ts
+// whether and how the image is taken (trust, policy, dissection, signatures), then carry out
+// its plan: verify (through kernel dm-verity, or into private storage), mount, idmap to the
+// caller's namespace, hand back mount fds.
 import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import { ERR, VarlinkError, invalidParameter, permissionDenied, systemError } from '../ipc/errors.js';
 import type { CallContext, HandlerResult } from '../ipc/server.js';
 import { isSysError } from '../sys/errors.js';
+import { MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID } from '../sys/mount-api.js';
 import { userNamespaceInfo } from '../sys/nsfs.js';
 import { fdFlags, fdStat, NSFS_MAGIC, PIDFS_MAGIC, PROC_SUPER_MAGIC, statfsType } from '../sys/stat.js';
-import { detectFileSystem, dissectImage, type DissectedImage, type DissectedPartition } from './ddi/dissect.js';
-import { MountFsError, isMountFsError } from './errors.js';
-import type { MountImageParameters } from './interface.js';
-import { evaluatePartition, formatImagePolicy, ImagePolicyError, type Designator, type ImagePolicy, type Protection } from './image-policy.js';
-import { mountBlockDevice, mountForCaller, mountPartition, releasePartitionMount, type PartitionMount } from './mount.js';
-import { MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID } from '../sys/mount-api.js';
-import type { CachedMount, MountCache, VerityBackend } from './mount-cache.js';
+import { admitImage, type AdmissionPlan, type PlannedMount } from './admission.js';
+import { detectFileSystem, type DissectedPartition } from './ddi/dissect.js';
 import { setupVerityDevice } from './dm-verity.js';
-// Loaded at the first signature check: pkijs and asn1js cost ~100 ms of daemon start-up.
-let signatureModule: Promise<typeof import('./signature.js')> | undefined;
-const loadSignature = (): Promise<typeof import('./signature.js')> => (signatureModule ??= import('./signature.js'));
-import { checkTrustedImage, effectiveImagePolicy } from './trust.js';
+import { MountFsError, isMountFsError } from './errors.js';
+import { formatImagePolicy, ImagePolicyError } from './image-policy.js';
+import type { MountImageParameters } from './interface.js';
+import { mountBlockDevice, mountForCaller, mountPartition, releasePartitionMount, type PartitionMount } from './mount.js';
+import type { CachedMount, MountCache, VerityBackend } from './mount-cache.js';
 import { verifyPartition, type Extent } from './verity.js';
 
 export interface MountImageConfig {
@@ -96,36 +94,6 @@ function refuseExternalVerity(p: MountImageParameters): void {
   if (hasData) throw invalidParameter('verityDataFileDescriptor');
 }
 
-interface Selected {
-  partition: DissectedPartition;
-  protection: Protection;
-}
-
-/** What to mount and with which protection; throws DeniedByImagePolicy. */
-export function selectPartitions(image: DissectedImage, policy: ImagePolicy): Selected[] {
-  const selected: Selected[] = [];
-  const seen = new Set<string>();
-  for (const partition of image.partitions) {
-    if (partition.designator.endsWith('-verity') || partition.designator.endsWith('-verity-sig')) continue;
-    seen.add(partition.designator);
-    const offered: Protection = partition.verity?.signature ? 'signed' : partition.verity ? 'verity' : 'unprotected';
-    const v = evaluatePartition(policy, partition.designator as Designator, offered, {
-      readOnly: partition.readOnly,
-      growFileSystem: partition.growFileSystem,
-      fileSystem: partition.fileSystemType ?? undefined,
-    });
-    if (v.verdict === 'skip') continue;
-    if (v.verdict === 'deny') throw new MountFsError('DeniedByImagePolicy', v.reason);
-    selected.push({ partition, protection: v.as });
-  }
-  for (const designator of ['root', 'usr'] as const) {
-    if (seen.has(designator)) continue;
-    const v = evaluatePartition(policy, designator, 'absent');
-    if (v.verdict === 'deny') throw new MountFsError('DeniedByImagePolicy', v.reason);
-  }
-  return selected;
-}
-
 /**
  * The caller's target user namespace from userNamespaceFileDescriptor, or null for the host's id
  * space (none given, or the daemon's own namespace, as in systemd's validate_userns()). Anything
@@ -191,22 +159,25 @@ export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unk
     const hostIdSpace = usernsFd === null && ctx.peer.uid !== 0;
     if (hostIdSpace && params.readOnly === false) throw permissionDenied();
 
-    const trusted = !hostIdSpace && cfg.trustedDirectories.length > 0 && checkTrustedImage(imageFd, cfg.trustedDirectories).trusted;
-    let policy: ImagePolicy;
+    let plan: AdmissionPlan;
     try {
-      policy = effectiveImagePolicy(trusted, params.imagePolicy ?? undefined);
+      plan = await admitImage(imageFd, {
+        trustedDirectories: cfg.trustedDirectories,
+        certificateDirectories: cfg.certificateDirectories,
+        hostIdSpace,
+        callerPolicy: params.imagePolicy ?? undefined,
+      });
     } catch (err) {
-      throw err instanceof ImagePolicyError ? err.toVarlinkError() : err;
+      throw toVarlinkError(err);
     }
+    if (!plan.admitted) throw toVarlinkError(plan.refusal);
+    const { image, mounts: planned } = plan;
     // Untrusted images are always read-only; so is an image the caller could only read.
-    const readOnly = params.readOnly === true || !trusted || !flags.writable;
+    const readOnly = params.readOnly === true || !plan.trust.trusted || !flags.writable;
 
     try {
-      const image = dissectImage(imageFd);
-      const selected = selectPartitions(image, policy);
-      if (hostIdSpace && selected.some((x) => x.protection !== 'signed')) throw new MountFsError('DeniedByImagePolicy', 'host id space: signed partitions only');
       const extraAttrs = hostIdSpace ? HOST_ID_SPACE_ATTRS : 0;
-      const mounts = await mountSelected(cfg, imageFd, selected, readOnly, usernsFd, ctx, extraAttrs);
+      const mounts = await mountPlanned(cfg, imageFd, planned, readOnly, usernsFd, ctx, extraAttrs);
       cfg.counters.mountsHandedOut += mounts.length;
       return {
         parameters: {
@@ -224,7 +195,7 @@ export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unk
             mountFileDescriptor: i,
             mountPoint: MOUNT_POINTS[m.partition.designator] ?? null,
           })),
-          imagePolicy: formatImagePolicy(policy),
+          imagePolicy: formatImagePolicy(plan.policy),
           imageSize: image.imageSize,
           sectorSize: image.sectorSize,
           imageName: null,
@@ -246,10 +217,11 @@ interface Mounted {
   fileSystemType: string;
 }
 
-async function mountSelected(
+/** Carries out the plan's mounts, in its order; on failure or disconnect every fd made so far is closed. */
+async function mountPlanned(
   cfg: MountImageConfig,
   imageFd: number,
-  selected: Selected[],
+  planned: readonly PlannedMount[],
   readOnly: boolean,
   usernsFd: number | null,
   ctx: CallContext,
@@ -260,13 +232,9 @@ async function mountSelected(
   const release = (): void => mounted.splice(0).forEach((m) => fs.closeSync(m.fd));
   ctx.onDisconnect(release);
   try {
-    for (const { partition, protection } of selected) {
-      if (!partition.fileSystemType) throw new MountFsError('IncompatibleImage', `${partition.designator}: unknown file system`);
-      const m =
-        protection === 'unprotected'
-          ? mountUnprotected(imageFd, partition, readOnly, usernsFd, extraAttrs)
-          : await mountVerified(cfg, imageFd, partition, protection, usernsFd, ctx.peer.uid, extraAttrs);
-      mounted.push({ partition, ...m });
+    for (const p of planned) {
+      const m = p.protection === 'unprotected' ? mountUnprotected(imageFd, p, readOnly, usernsFd, extraAttrs) : await mountVerified(cfg, imageFd, p, usernsFd, ctx.peer.uid, extraAttrs);
+      mounted.push({ partition: p.partition, ...m });
       if (usernsFd !== null && cfg.registerMount) await cfg.registerMount(usernsFd, m.fd);
       if (ctx.disconnected) throw new Error('client disconnected');
     }
@@ -278,8 +246,7 @@ async function mountSelected(
 }
 
 /** Only reachable for trusted images: the policy never lets untrusted ones be unprotected. */
-function mountUnprotected(imageFd: number, p: DissectedPartition, readOnly: boolean, usernsFd: number | null, extraAttrs: number): { fd: number; fileSystemType: string } {
-  const fileSystemType = p.fileSystemType!;
+function mountUnprotected(imageFd: number, { partition: p, fileSystemType }: PlannedMount, readOnly: boolean, usernsFd: number | null, extraAttrs: number): { fd: number; fileSystemType: string } {
   const base = mountPartition({ fd: imageFd, offset: p.offset, size: p.size }, { designator: p.designator, fileSystemType, readOnly });
   try {
     return { fd: mountForCaller(base, usernsFd, readOnly, extraAttrs), fileSystemType };
@@ -288,25 +255,16 @@ function mountUnprotected(imageFd: number, p: DissectedPartition, readOnly: bool
   }
 }
 
+/** The root hash is authentic by now: signed partitions' signatures were checked by admitImage(). */
 async function mountVerified(
   cfg: MountImageConfig,
   imageFd: number,
-  p: DissectedPartition,
-  protection: Protection,
+  { partition: p, signature }: PlannedMount,
   usernsFd: number | null,
   peerUid: number,
   extraAttrs: number,
 ): Promise<{ fd: number; fileSystemType: string }> {
   const verity = p.verity!;
-  /** DER PKCS#7, once verified here: dm-verity gets it too (dm-verity.ts loadSigned()). */
-  let signature: Buffer | undefined;
-  if (protection === 'signed') {
-    const { loadTrustedCertificates, readVeritySignature, verifyVeritySignature } = await loadSignature();
-    const sig = readVeritySignature(imageFd, verity.signature!.offset, verity.signature!.size);
-    const { certificates } = loadTrustedCertificates(cfg.certificateDirectories);
-    await verifyVeritySignature(sig, { trusted: certificates, expectedRootHash: verity.rootHash });
-    signature = sig.signature;
-  }
   const data = { offset: p.offset, size: p.size };
   const hash = { offset: verity.hash.offset, size: verity.hash.size };
   const rootHash = verity.rootHash;
@@ -401,6 +359,7 @@ export function toVarlinkError(err: unknown): Error {
   if (err instanceof VarlinkError) return err;
   if (isMountFsError(err)) return err.toVarlink();
   if (isVeritySignatureError(err)) return err.toVarlinkError();
+  if (err instanceof ImagePolicyError) return err.toVarlinkError();
   if (isSysError(err)) return systemError(err);
   if (err instanceof Error && err.message === 'client disconnected') return new VarlinkError(ERR.System, { origin: 'linux', errnoName: 'ECONNRESET', errno: 104 });
   return err instanceof Error ? err : new Error(String(err));
