@@ -6,7 +6,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { VarlinkClient } from '../src/ipc/client.js';
-import { median, ms, run, SHIPPED_ENTRY, SHIPPED_NAME, startChild, summarize, waitForPath, type BenchContext, type Figure } from './util.js';
+import { waitForSocket } from '../test/support/daemons.js';
+import { median, ms, run, SHIPPED_ENTRY, SHIPPED_NAME, summarize, type BenchContext, type Figure } from '../test/support/figures.js';
+import { startChild } from '../test/support/processes.js';
 
 const ROUNDS = 10;
 const TARGET_MS = 150;
@@ -43,9 +45,9 @@ function mntfsdChunk(ctx: BenchContext): string {
 /** One activation: socket-activate listens, we connect and call; returns ms to the reply. */
 async function activateOnce(ctx: BenchContext, v: Variant, i: number): Promise<number> {
   const socket = path.join(ctx.work, `act-${i}.sock`);
-  const child = startChild('systemd-socket-activate', ['-l', socket, process.execPath, v.entry, 'mntfsd', '--userdbd', 'none', '--verity-certs', ctx.certDir]);
+  const child = startChild(['systemd-socket-activate', '-l', socket, process.execPath, v.entry, 'mntfsd', '--userdbd', 'none', '--verity-certs', ctx.certDir], { group: true, graceMs: 3000 });
   try {
-    await waitForPath(socket, child);
+    await waitForSocket(socket, child);
     await sleep(20); // let it reach poll()
     const t0 = performance.now();
     const client = await VarlinkClient.connect(socket);

@@ -8,7 +8,10 @@ import { joinUserNamespace } from '../src/sys/userns-joiner.js';
 import { allocateUserRange } from '../src/client/index.js';
 import { CONTAINER_SIZE, CONTAINER_WINDOW } from '../src/userdbd/range-allocator.js';
 import { Registry } from '../src/userdbd/registry.js';
-import { fmtSummary, freshUserns, ms, profileTop, startChild, summarize, waitForPath, type BenchContext, type Child, type Figure, type FreshUserns, SHIPPED_ENTRY, SHIPPED_NAME } from './util.js';
+import { waitForSocket } from '../test/support/daemons.js';
+import { fmtSummary, ms, profileTop, summarize, type BenchContext, type Figure, SHIPPED_ENTRY, SHIPPED_NAME } from '../test/support/figures.js';
+import { startChild, type Child } from '../test/support/processes.js';
+import { killAndWait, spawnInNewUserns, type UsernsHolder } from '../test/support/userns.js';
 
 const TARGET_P50_MS = 10;
 const TARGET_PER_S = 200;
@@ -32,11 +35,12 @@ export function stateDirUnder(name: string): string {
 /** `mountgate userdbd` from the compiled tree, as an operator runs it on a kernel without BPF-LSM. */
 export async function startUserdbdCli(ctx: BenchContext, socket: string, stateDir: string, nodeArgs: string[] = []): Promise<{ child: Child; stop(): Promise<void> }> {
   const pinDir = `/sys/fs/bpf/mountgate-bench-${process.pid}`;
-  const child = startChild(process.execPath, [
+  const child = startChild([
+    process.execPath,
     ...nodeArgs,
     path.join(ctx.root, SHIPPED_ENTRY), 'userdbd', '--listen', socket, '--state-dir', stateDir, '--userdb-link', 'none', '--bpf-pin-dir', pinDir, '--allow-without-policy',
-  ]);
-  await waitForPath(socket, child);
+  ], { group: true, graceMs: 3000 });
+  await waitForSocket(socket, child);
   return {
     child,
     stop: async () => {
@@ -57,8 +61,8 @@ async function startUserdbdNoSweep(ctx: BenchContext, socket: string, stateDir: 
     const d = await startUserdbd({ listen, stateDir, userdbLink: null, sweepIntervalMs: 0, allowWithoutPolicy: true,
       policy: new UnenforcedPolicy(false, 'benchmark') });
     process.once('SIGTERM', () => void d.close());`;
-  const child = startChild(process.execPath, ['--input-type=module', '-e', script, socket, stateDir]);
-  await waitForPath(socket, child, 120_000);
+  const child = startChild([process.execPath, '--input-type=module', '-e', script, socket, stateDir], { group: true, graceMs: 3000 });
+  await waitForSocket(socket, child, { timeoutMs: 120_000 });
   return child;
 }
 
@@ -74,11 +78,11 @@ export interface AllocationRun {
  * killed afterwards. Only the calls are timed.
  */
 export async function allocateBatch(socket: string, count: number, clients: number, prefix: string): Promise<AllocationRun> {
-  const namespaces: FreshUserns[] = [];
+  const namespaces: UsernsHolder[] = [];
   const fds: number[] = [];
   try {
     for (let i = 0; i < count; i++) {
-      const ns = await freshUserns();
+      const ns = await spawnInNewUserns('unshare', ['--user', 'sleep', '1000']);
       namespaces.push(ns);
       fds.push(fs.openSync(`/proc/${ns.pid}/ns/user`, 'r'));
     }
@@ -97,7 +101,7 @@ export async function allocateBatch(socket: string, count: number, clients: numb
     return { latencies, perSecond: count / (wall / 1000) };
   } finally {
     fds.forEach((fd) => fs.closeSync(fd));
-    await Promise.all(namespaces.map((ns) => ns.kill()));
+    await Promise.all(namespaces.map(killAndWait));
   }
 }
 
@@ -133,7 +137,7 @@ async function profileAllocations(ctx: BenchContext, count: number): Promise<str
   // The join alone: what the daemon does per allocation to reach the namespace's maps.
   const join: number[] = [];
   for (let i = 0; i < 30; i++) {
-    const ns = await freshUserns();
+    const ns = await spawnInNewUserns('unshare', ['--user', 'sleep', '1000']);
     const fd = fs.openSync(`/proc/${ns.pid}/ns/user`, 'r');
     try {
       const t = performance.now();
@@ -142,7 +146,7 @@ async function profileAllocations(ctx: BenchContext, count: number): Promise<str
       join.push(performance.now() - t);
     } finally {
       fs.closeSync(fd);
-      await ns.kill();
+      await killAndWait(ns);
     }
   }
   notes.push(
@@ -238,7 +242,7 @@ export async function allocateFigures(ctx: BenchContext, log: (s: string) => voi
     for (let i = 0; i < WARMUP + LEVEL_ALLOCATIONS; i++) {
       for (let k = 0; k < levels.length; k++) {
         const l = levels[(i + k) % levels.length]!;
-        const ns = await freshUserns();
+        const ns = await spawnInNewUserns('unshare', ['--user', 'sleep', '1000']);
         const fd = fs.openSync(`/proc/${ns.pid}/ns/user`, 'r');
         try {
           const t0 = performance.now();
@@ -246,7 +250,7 @@ export async function allocateFigures(ctx: BenchContext, log: (s: string) => voi
           if (i >= WARMUP) l.lat.push(performance.now() - t0);
         } finally {
           fs.closeSync(fd);
-          await ns.kill();
+          await killAndWait(ns);
         }
       }
     }

@@ -5,7 +5,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buildSmallImages, mappedUserns, mountOnce } from './mount-image.js';
-import { rssKiB, SHIPPED_ENTRY, SHIPPED_NAME, startChild, waitForPath, type BenchContext, type Figure } from './util.js';
+import { rssKiB, waitForSocket } from '../test/support/daemons.js';
+import { SHIPPED_ENTRY, SHIPPED_NAME, type BenchContext, type Figure } from '../test/support/figures.js';
+import { startChild } from '../test/support/processes.js';
+import { killAndWait } from '../test/support/userns.js';
 
 const OPERATIONS = 1000;
 const IMAGES = 20;
@@ -66,16 +69,17 @@ export async function copyMemoryFigure(ctx: BenchContext, log: (s: string) => vo
   const stateDir = path.join(ctx.work, 'mntfsd-copy-state');
   const ns = await mappedUserns();
   const nsFd = fs.openSync(`/proc/${ns.pid}/ns/user`, 'r');
-  const daemon = startChild(process.execPath, [
+  const daemon = startChild([
+    process.execPath,
     path.join(ctx.root, SHIPPED_ENTRY), 'mntfsd', '--listen', socket, '--userdbd', 'none', '--verity-certs', ctx.certDir,
     '--verity', 'copy', '--copy-memory', String(BUDGET), '--state-dir', stateDir,
-  ]);
+  ], { group: true, graceMs: 3000 });
   const rows: string[] = [];
   let worstMemory = 0;
   let final: Held;
   let rss: { idle: number; after: number };
   try {
-    await waitForPath(socket, daemon);
+    await waitForSocket(socket, daemon);
     await sleep(SETTLE_MS);
     const idle = rssKiB(daemon.pid);
     log(`${OPERATIONS} MountImage calls over ${IMAGES} images`);
@@ -92,7 +96,7 @@ export async function copyMemoryFigure(ctx: BenchContext, log: (s: string) => vo
   } finally {
     await daemon.stop();
     fs.closeSync(nsFd);
-    await ns.kill();
+    await killAndWait(ns);
   }
   const bounded = worstMemory <= BUDGET;
   return {

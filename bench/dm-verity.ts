@@ -16,7 +16,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { buildDdi } from '../src/image-builder/build-ddi.js';
 import { mappedUserns, mountOnce } from './mount-image.js';
-import { noise, REPO, run, startChild, summarize, table, waitForPath, ms } from './util.js';
+import { waitForSocket } from '../test/support/daemons.js';
+import { noise, run, summarize, table, ms } from '../test/support/figures.js';
+import { REPO, startChild } from '../test/support/processes.js';
+import { killAndWait } from '../test/support/userns.js';
 
 const SIZES = [
   { name: '16 MiB', bytes: 16 << 20 },
@@ -83,11 +86,13 @@ async function measure(dir: string): Promise<void> {
         const held: number[] = [];
         for (let i = 0; i < RUNS; i++) {
           fs.rmSync(sock, { force: true });
-          const child = startChild(process.execPath, [path.join(dir, 'root/dist/bundle/main.mjs'), 'mntfsd', '--listen', sock, '--userdbd', 'none', '--verity-certs', path.join(dir, 'certs'), '--verity', backend], {
+          const child = startChild([process.execPath, path.join(dir, 'root/dist/bundle/main.mjs'), 'mntfsd', '--listen', sock, '--userdbd', 'none', '--verity-certs', path.join(dir, 'certs'), '--verity', backend], {
             env: { ...process.env, MOUNTGATE_LOG_LEVEL: 'warn' },
+            group: true,
+            graceMs: 3000,
           });
           try {
-            await waitForPath(sock, child, 120_000);
+            await waitForSocket(sock, child, { timeoutMs: 120_000 });
             const shmem0 = shmemKiB();
             times.push(await mountOnce(sock, path.join(dir, imageName(size.name, i)), usernsFd));
             held.push((shmemKiB() - shmem0) / 1024);
@@ -105,7 +110,7 @@ async function measure(dir: string): Promise<void> {
     }
   } finally {
     fs.closeSync(usernsFd);
-    await ns.kill();
+    await killAndWait(ns);
   }
   const ratio = (a: string, b: string): string => (medians[a] && medians[b] ? (medians[a] / medians[b]).toFixed(2) : '-');
   process.stdout.write(`kernel ${process.env.MOUNTGATE_LAB_KERNEL ?? '?'} (kernel lab, qemu TCG), ${RUNS} cold MountImage calls per row (distinct images, a fresh mntfsd each)\n\n`);

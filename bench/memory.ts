@@ -6,7 +6,9 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { allocateBatch, startUserdbdCli, stateDirUnder } from './allocate.js';
 import { buildSmallImages, mappedUserns, mountOnce, startMntfsdChild } from './mount-image.js';
-import { rssKiB, SHIPPED_NAME, type BenchContext, type Figure } from './util.js';
+import { rssKiB } from '../test/support/daemons.js';
+import { SHIPPED_NAME, type BenchContext, type Figure } from '../test/support/figures.js';
+import { killAndWait } from '../test/support/userns.js';
 
 const OPERATIONS = 1000;
 /** Namespaces alive at once; root's cap is 256 live ones, dead ones are reaped at the cap. */
@@ -54,7 +56,7 @@ export async function memoryFigure(ctx: BenchContext, log: (s: string) => void):
   } finally {
     await m.stop();
     fs.closeSync(nsFd);
-    await ns.kill();
+    await killAndWait(ns);
   }
   rows.push(`mntfsd idle ${mib(mntfsd.idle)}, after ${OPERATIONS} mounts ${mib(mntfsd.after)}`);
 

@@ -5,7 +5,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { buildDdi } from '../src/image-builder/build-ddi.js';
 import { mountImage } from '../src/client/index.js';
-import { fmtSummary, freshUserns, ms, noise, startChild, summarize, timed, waitForPath, type BenchContext, type Child, type Figure, type FreshUserns, SHIPPED_ENTRY, SHIPPED_NAME } from './util.js';
+import { waitForSocket } from '../test/support/daemons.js';
+import { fmtSummary, ms, noise, summarize, timed, type BenchContext, type Figure, SHIPPED_ENTRY, SHIPPED_NAME } from '../test/support/figures.js';
+import { startChild, type Child } from '../test/support/processes.js';
+import { killAndWait, spawnInNewUserns, type UsernsHolder } from '../test/support/userns.js';
 import { verifyOnce, verityLayout } from './verify.js';
 
 export const COLD_IMAGES = 50;
@@ -32,14 +35,14 @@ export async function buildSmallImages(ctx: BenchContext, dir: string, count: nu
 
 /** mntfsd from the compiled tree, as `mountgate mntfsd` runs it; not registering with userdbd. */
 export async function startMntfsdChild(ctx: BenchContext, socket: string, nodeArgs: string[] = []): Promise<Child> {
-  const child = startChild(process.execPath, [...nodeArgs, path.join(ctx.root, SHIPPED_ENTRY), 'mntfsd', '--listen', socket, '--userdbd', 'none', '--verity-certs', ctx.certDir]);
-  await waitForPath(socket, child);
+  const child = startChild([process.execPath, ...nodeArgs, path.join(ctx.root, SHIPPED_ENTRY), 'mntfsd', '--listen', socket, '--userdbd', 'none', '--verity-certs', ctx.certDir], { group: true, graceMs: 3000 });
+  await waitForSocket(socket, child);
   return child;
 }
 
 /** A user namespace with 0..65535 mapped to 100000.. (what userdbd would give a container). */
-export async function mappedUserns(): Promise<FreshUserns> {
-  const ns = await freshUserns();
+export async function mappedUserns(): Promise<UsernsHolder> {
+  const ns = await spawnInNewUserns('unshare', ['--user', 'sleep', '1000']);
   fs.writeFileSync(`/proc/${ns.pid}/uid_map`, '0 100000 65536\n');
   fs.writeFileSync(`/proc/${ns.pid}/setgroups`, 'deny');
   fs.writeFileSync(`/proc/${ns.pid}/gid_map`, '0 100000 65536\n');
@@ -109,6 +112,6 @@ export async function mountImageFigures(ctx: BenchContext, log: (s: string) => v
   } finally {
     await daemon.stop();
     fs.closeSync(nsFd);
-    await ns.kill();
+    await killAndWait(ns);
   }
 }

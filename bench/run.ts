@@ -11,7 +11,8 @@ import { copyMemoryFigure } from './copy-memory.js';
 import { allocateFigures } from './allocate.js';
 import { memoryFigure } from './memory.js';
 import { mountImageFigures } from './mount-image.js';
-import { createContext, REPO, removeContext, table, type BenchContext, type Figure } from './util.js';
+import { createContext, removeContext, table, type BenchContext, type Figure } from '../test/support/figures.js';
+import { REPO } from '../test/support/processes.js';
 import { verifyFigure } from './verify.js';
 
 type Step = { ids: string[]; run: (ctx: BenchContext, log: (s: string) => void) => Promise<Figure[]> };

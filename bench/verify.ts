@@ -9,7 +9,7 @@ import path from 'node:path';
 import { dissectImage } from '../src/mntfsd/ddi/dissect.js';
 import { freePageReporting } from '../src/mntfsd/verified-copy.js';
 import { parseVeritySuperblock, verifyPartition, VERITY_SUPERBLOCK_SIZE, type Extent } from '../src/mntfsd/verity.js';
-import { median, noise, run, type BenchContext, type Figure } from './util.js';
+import { median, noise, run, type BenchContext, type Figure } from '../test/support/figures.js';
 
 /** About the 280 MiB image of the issue: a 256 MiB payload in a file system. */
 const PAYLOAD_BYTES = 256 << 20;

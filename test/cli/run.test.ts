@@ -9,7 +9,10 @@ import { after, before, test } from 'node:test';
 import { AT_FDCWD, MOUNT_ATTR_IDMAP, MOUNT_ATTR_RDONLY, mountSetattrFd, openTree } from '../../src/sys/mount-api.js';
 import { createUserNamespace, ENTER_SETUP_FAILED, spawnEnter } from '../../src/sys/nshelper.js';
 import { joinUserNamespace } from '../../src/sys/userns-joiner.js';
-import { buildSignedImages, cliAsUser, startDaemon, stopDaemons, type SignedImages, type UserRun } from '../e2e/daemons.js';
+import { cliAsUser } from '../support/clients.js';
+import { startDaemon, stopDaemons } from '../support/daemons.js';
+import { buildSignedImages, type SignedImages } from '../support/images.js';
+import type { UserRun } from '../support/processes.js';
 
 const BUSYBOX = '/bin/busybox'; // Debian package busybox-static
 const APPLETS = ['sh', 'ls', 'id', 'cat', 'true'];

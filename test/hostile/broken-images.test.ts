@@ -7,15 +7,17 @@ import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import { buildDdi } from '../../src/image-builder/build-ddi.js';
-import { handVerityImage, imageDir, removeImages, run, sampleTree, testKey } from '../mntfsd/images.js';
-import { DaemonProcess, assertNoNewLoops, loopDevices, publish, rawPeer, testDir } from './util.js';
+import { handVerityImage, imageDir, publish, removeImages, run, sampleTree, testCertDir, testDir, testKey } from '../support/images.js';
+import { MntfsdProcess } from '../support/daemons.js';
+import { assertNoNewLoops, loopDevices } from '../support/loops.js';
+import { rawPeer } from '../support/raw-peer.js';
 
 const MOUNT = 'io.systemd.MountFileSystem.MountImage';
 const E = (n: string): string => `io.systemd.MountFileSystem.${n}`;
 
 let dir: string;
 let trusted: string;
-let daemon: DaemonProcess;
+let daemon: MntfsdProcess;
 let signedA: string;
 let signedB: string;
 let verity: string;
@@ -78,13 +80,11 @@ before(async () => {
   dir = testDir('hostile-broken-');
   trusted = path.join(dir, 'trusted');
   fs.mkdirSync(trusted, { mode: 0o755 });
-  const certs = path.join(dir, 'verity.d');
-  fs.mkdirSync(certs);
-  fs.copyFileSync(testKey().cert, path.join(certs, 'test.crt'));
+  const certs = testCertDir(dir);
   [signedA, signedB] = await Promise.all([build('broken-a'), build('broken-b')]);
   verity = handVerityImage('ext4').path;
   loops0 = loopDevices();
-  daemon = await DaemonProcess.start(dir, { certificateDirectories: [certs], trustedDirectories: [trusted] });
+  daemon = await MntfsdProcess.start(dir, { certificateDirectories: [certs], trustedDirectories: [trusted] });
   // Image B is mounted once so that lazily opened fds (OpenSSL's entropy source, …) are part of
   // the baseline. No image that gets damaged is mounted first: the cache is keyed by root hash, and a cache hit never
   // reads the damaged metadata again. The last test shows the undamaged images mount.

@@ -8,9 +8,13 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buildDdi } from '../../src/image-builder/build-ddi.js';
-import { imageDir, removeImages, sampleTree, testKey } from '../mntfsd/images.js';
-import { killAndWait, spawnInNewUserns } from '../sys/util.js';
-import { DaemonProcess, LONG, assertNoNewLoops, closeAll, loopDevices, newLoops, publish, rawPeer, testDir } from './util.js';
+import { imageDir, publish, removeImages, sampleTree, testCertDir, testDir, testKey } from '../support/images.js';
+import { MntfsdProcess } from '../support/daemons.js';
+import { closeAll } from '../support/fds.js';
+import { assertNoNewLoops, loopDevices, newLoops } from '../support/loops.js';
+import { LONG } from '../support/processes.js';
+import { rawPeer } from '../support/raw-peer.js';
+import { killAndWait, spawnInNewUserns } from '../support/userns.js';
 
 const MOUNT = 'io.systemd.MountFileSystem.MountImage';
 const CYCLES = 1000;
@@ -25,10 +29,8 @@ let ns: Awaited<ReturnType<typeof spawnInNewUserns>>;
 
 before(async () => {
   dir = testDir('hostile-leaks-');
-  certs = path.join(dir, 'verity.d');
-  fs.mkdirSync(certs);
+  certs = testCertDir(dir);
   const { key, cert } = testKey();
-  fs.copyFileSync(cert, path.join(certs, 'test.crt'));
   const out = path.join(imageDir(), 'leaks.raw');
   await buildDdi({ sourceDir: sampleTree(), output: out, keyPem: fs.readFileSync(key, 'utf8'), certPem: fs.readFileSync(cert, 'utf8') });
   image = publish(out, dir, 'leaks.raw');
@@ -60,7 +62,7 @@ async function mountOnce(sock: string): Promise<{ error?: unknown; fds: number[]
 }
 
 test(`${CYCLES} MountImage + close cycles: fds, loop devices, mounts flat; RSS grows < ${RSS_BOUND_KIB / 1024} MiB`, async () => {
-  const daemon = await DaemonProcess.start(dir, { certificateDirectories: [certs] });
+  const daemon = await MntfsdProcess.start(dir, { certificateDirectories: [certs] });
   try {
     // Warm-up: the first call verifies and caches; the rest let V8 and the allocator settle.
     for (let i = 0; i < 50; i++) {
@@ -95,7 +97,7 @@ test(`${CYCLES} MountImage + close cycles: fds, loop devices, mounts flat; RSS g
 
 test('crash consistency: SIGKILL at random points during 200 mounts leaves nothing behind', { skip: LONG ? false : 'long test (MOUNTGATE_LONG=1)' }, async () => {
   const loops = loopDevices();
-  let daemon = await DaemonProcess.start(dir, { certificateDirectories: [certs] });
+  let daemon = await MntfsdProcess.start(dir, { certificateDirectories: [certs] });
   let done = 0;
   let kills = 0;
   let seed = 12345;
@@ -107,7 +109,7 @@ test('crash consistency: SIGKILL at random points during 200 mounts leaves nothi
       const killNow = rnd(3) === 0;
       if (killNow) {
         await sleep(rnd(40));
-        daemon.child.kill('SIGKILL');
+        daemon.child.proc.kill('SIGKILL');
       }
       const results = await Promise.all(burst);
       for (const r of results) {
@@ -123,7 +125,7 @@ test('crash consistency: SIGKILL at random points during 200 mounts leaves nothi
         await daemon.stop();
         // Everything the dead daemon set up goes once the clients closed their fds.
         await assertNoNewLoops(loops, `after kill ${kills}`);
-        daemon = await DaemonProcess.start(dir, { certificateDirectories: [certs] });
+        daemon = await MntfsdProcess.start(dir, { certificateDirectories: [certs] });
       }
     }
   } finally {

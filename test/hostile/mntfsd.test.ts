@@ -15,12 +15,15 @@ import { FILE_NAME } from '../../src/mntfsd/verified-copy.js';
 import { native } from '../../src/native/index.js';
 import { memfdCreate } from '../../src/sys/memfd.js';
 import { pidfdOpen } from '../../src/sys/pidfd.js';
-import { userEval } from '../e2e/user-package.js';
-import { gptImage, imageDir, removeImages, run, sampleTree, testKey, verityFormat, verityUuids } from '../mntfsd/images.js';
-import { killAndWait, spawnInNewUserns } from '../sys/util.js';
-import {
-  DaemonProcess, O_PATH, closeAll, e2eClientAs1000, loopDevices, newLoops, assertNoNewLoops, publish, rawPeer, testDir, until, type RawPeer,
-} from './util.js';
+import { e2eClientAs1000 } from '../support/clients.js';
+import { MntfsdProcess } from '../support/daemons.js';
+import { closeAll, fifoPipe, O_PATH } from '../support/fds.js';
+import { gptImage, imageDir, publish, removeImages, run, sampleTree, testCertDir, testDir, testKey, verityFormat, verityUuids } from '../support/images.js';
+import { assertNoNewLoops, loopDevices, newLoops } from '../support/loops.js';
+import { rawPeer, type RawPeer } from '../support/raw-peer.js';
+import { userEval } from '../support/user-package.js';
+import { killAndWait, spawnInNewUserns } from '../support/userns.js';
+import { waitFor } from '../support/wait.js';
 
 const MOUNT = 'io.systemd.MountFileSystem.MountImage';
 const INVALID = 'org.varlink.service.InvalidParameter';
@@ -32,7 +35,7 @@ const BASE = 524288 * 41;
 let dir: string;
 let trusted: string;
 let certs: string;
-let daemon: DaemonProcess;
+let daemon: MntfsdProcess;
 let signed: string;
 let bigImage: string;
 let bigBroken: string;
@@ -105,9 +108,7 @@ before(async () => {
   dir = testDir('hostile-mntfsd-');
   trusted = path.join(dir, 'trusted');
   fs.mkdirSync(trusted, { mode: 0o755 });
-  certs = path.join(dir, 'verity.d');
-  fs.mkdirSync(certs);
-  fs.copyFileSync(testKey().cert, path.join(certs, 'test.crt'));
+  certs = testCertDir(dir);
   signed = await signedImage('signed');
   ({ good: bigImage, broken: bigBroken } = bigVerityImage());
   ns1000 = await spawnInNewUserns('setpriv', [...AS_1000, 'unshare', '--user', 'sleep', 'infinity']);
@@ -115,7 +116,7 @@ before(async () => {
   fs.writeFileSync(`/proc/${ns1000.pid}/gid_map`, `0 ${BASE} 65536\n`);
   rootOwnedNs = await spawnInNewUserns('unshare', ['--user', 'sleep', 'infinity']);
   loops0 = loopDevices();
-  daemon = await DaemonProcess.start(dir, { certificateDirectories: [certs], trustedDirectories: [trusted] });
+  daemon = await MntfsdProcess.start(dir, { certificateDirectories: [certs], trustedDirectories: [trusted] });
   // Warm the cache with the signed image so the fd cases compare against a steady state.
   const p = rawPeer(daemon.sock);
   const img = fs.openSync(signed, 'r');
@@ -168,12 +169,12 @@ describe('wrong fds for imageFileDescriptor', () => {
       return fs.openSync(f, 'r');
     }, INCOMPATIBLE],
     ['the read end of a pipe', () => {
-      const [r, w] = pipe();
+      const [r, w] = fifoPipe(dir);
       fs.closeSync(w);
       return r;
     }, INVALID, 'imageFileDescriptor'],
     ['the write end of a pipe', () => {
-      const [r, w] = pipe();
+      const [r, w] = fifoPipe(dir);
       fs.closeSync(r);
       return w;
     }, BAD_FLAGS, 'imageFileDescriptor'],
@@ -229,20 +230,10 @@ describe('wrong fds for imageFileDescriptor', () => {
   });
 });
 
-function pipe(): [number, number] {
-  // Node has no pipe(2); a FIFO opened both ways is the same kind of fd.
-  const fifo = path.join(dir, `fifo-${Math.random().toString(16).slice(2)}`);
-  run('mkfifo', [fifo]);
-  const r = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  const w = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
-  fs.rmSync(fifo);
-  return [r, w];
-}
-
 describe('wrong fds for userNamespaceFileDescriptor', () => {
   const cases: Array<[string, () => number]> = [
     ['a regular file', () => fs.openSync(signed, 'r')],
-    ['a pipe', () => pipe()[0]],
+    ['a pipe', () => fifoPipe(dir)[0]],
     ['an O_PATH fd of a user namespace', () => fs.openSync(`/proc/${ns1000.pid}/ns/user`, O_PATH)],
     ['a network namespace', () => fs.openSync('/proc/self/ns/net', 'r')],
     ['a mount namespace', () => fs.openSync('/proc/self/ns/mnt', 'r')],
@@ -302,7 +293,7 @@ describe('wrong fds for userNamespaceFileDescriptor', () => {
 
 /** Waits until the daemon holds a verified copy (it is being written). */
 async function untilCopying(): Promise<void> {
-  await until(() => daemon.fds().some((l) => l.includes(`/${FILE_NAME}`)), 'the daemon to start copying', 30_000);
+  await waitFor(() => daemon.fds().some((l) => l.includes(`/${FILE_NAME}`)), 'the daemon to start copying', 30_000);
 }
 
 describe('fd hoarding', () => {
@@ -347,7 +338,7 @@ describe('disconnect mid-call', () => {
     } finally {
       p.close();
     }
-    await until(() => !daemon.fds().some((l) => l.includes(`/${FILE_NAME}`)), 'the copy to be dropped');
+    await waitFor(() => !daemon.fds().some((l) => l.includes(`/${FILE_NAME}`)), 'the copy to be dropped', 10_000);
     const after = await daemon.status();
     assert.equal(after.verifications, before.verifications + 1);
     assert.equal(after.cachedImages.length, before.cachedImages.length);
@@ -365,7 +356,7 @@ describe('disconnect mid-call', () => {
     fs.closeSync(fd);
     await untilCopying();
     p.close();
-    await until(() => !daemon.fds().some((l) => l.includes(`/${FILE_NAME}`)), 'the copy to finish');
+    await waitFor(() => !daemon.fds().some((l) => l.includes(`/${FILE_NAME}`)), 'the copy to finish', 10_000);
     const after = await daemon.status();
     assert.equal(after.verifications, before.verifications + 1);
     assert.equal(after.cachedImages.length, before.cachedImages.length + 1);
@@ -398,16 +389,16 @@ describe('disconnect mid-call', () => {
       },
     });
     fake.listenPath(fakeSock);
-    const d = await DaemonProcess.start(dir, { certificateDirectories: [certs], trustedDirectories: [trusted], userdbd: fakeSock });
+    const d = await MntfsdProcess.start(dir, { certificateDirectories: [certs], trustedDirectories: [trusted], userdbd: fakeSock });
     const others: RawPeer[] = [];
     try {
       const a = rawPeer(d.sock);
       a.call(MOUNT, { imageFileDescriptor: 0, userNamespaceFileDescriptor: 1 }, [openImage(), fs.openSync(`/proc/${ns1000.pid}/ns/user`, 'r')]);
-      await until(() => arrived === 1, 'the registration call');
+      await waitFor(() => arrived === 1, 'the registration call', 10_000);
       const fdsBefore = d.fdCount();
       a.close();
       // The daemon drops A's socket and releases the mount fd: two fd numbers become free...
-      await until(() => d.fdCount() <= fdsBefore - 2, 'the daemon to see the disconnect');
+      await waitFor(() => d.fdCount() <= fdsBefore - 2, 'the daemon to see the disconnect', 10_000);
       // ...and two new connections take them.
       for (let i = 0; i < 2; i++) others.push(rawPeer(d.sock));
       await sleep(100);

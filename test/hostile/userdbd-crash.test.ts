@@ -10,7 +10,13 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { userNamespaceLiveness } from '../../src/sys/nsfs.js';
-import { LONG, UserdbdAgent, UserdbdProcess, closeAll, testDir, until, usernsMaps } from './util.js';
+import { UserdbdProcess } from '../support/daemons.js';
+import { closeAll } from '../support/fds.js';
+import { testDir } from '../support/images.js';
+import { LONG } from '../support/processes.js';
+import { UserdbdAgent } from '../support/userdbd-agent.js';
+import { usernsMaps } from '../support/userns.js';
+import { waitFor } from '../support/wait.js';
 
 const ALLOCATIONS = 1000;
 
@@ -46,7 +52,7 @@ test(`kill -9 userdbd at random points during ${ALLOCATIONS} allocations`, { ski
       held.push(fd);
       maps.set(k.inode, (await usernsMaps(fd)).uid);
     }
-    await until(() => d.records(true).every((rec) => userNamespaceLiveness(rec.nsId, rec.userns) === 'alive'), 'the dead namespaces to be reaped', 30_000);
+    await waitFor(() => d.records(true).every((rec) => userNamespaceLiveness(rec.nsId, rec.userns) === 'alive'), 'the dead namespaces to be reaped', 30_000);
     const records = d.records();
 
     // Every living namespace with maps has its record, and the record is what it maps.

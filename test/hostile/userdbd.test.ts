@@ -11,10 +11,15 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { native } from '../../src/native/index.js';
 import { createUserNamespace } from '../../src/sys/nshelper.js';
-import { killAndWait, spawnInNewUserns } from '../sys/util.js';
-import {
-  LONG, O_PATH, UserdbdAgent, UserdbdProcess, closeAll, fifoPipe, rawPeer, sendAndDie, testDir, until, usernsMaps, type AgentReply, type RawPeer,
-} from './util.js';
+import { sendAndDie } from '../support/clients.js';
+import { UserdbdProcess } from '../support/daemons.js';
+import { closeAll, fifoPipe, O_PATH } from '../support/fds.js';
+import { testDir } from '../support/images.js';
+import { LONG } from '../support/processes.js';
+import { rawPeer, type RawPeer } from '../support/raw-peer.js';
+import { type AgentReply, UserdbdAgent } from '../support/userdbd-agent.js';
+import { killAndWait, spawnInNewUserns, usernsMaps } from '../support/userns.js';
+import { waitFor } from '../support/wait.js';
 
 const NR = 'io.systemd.NamespaceResource';
 const ALLOC = `${NR}.AllocateUserRange`;
@@ -83,7 +88,7 @@ before(async () => {
   daemon = await UserdbdProcess.start({ sock: path.join(dir, 'sock'), stateDir: path.join(dir, 'state'), pinName: 'hostile-userdbd' });
   ns1001Proc = await spawnInNewUserns('setpriv', [...AS(1001), 'unshare', '--user', 'sleep', 'infinity']);
   mapped1000Proc = await spawnInNewUserns('setpriv', [...AS(1000), 'unshare', '--user', '--map-root-user', 'sleep', 'infinity']);
-  await until(() => fs.readFileSync(`/proc/${mapped1000Proc.pid}/uid_map`, 'utf8').trim() !== '', 'unshare to write the maps');
+  await waitFor(() => fs.readFileSync(`/proc/${mapped1000Proc.pid}/uid_map`, 'utf8').trim() !== '', 'unshare to write the maps', 10_000);
   cgroupDir = path.join(CGROUP2, `mountgate-hostile-${process.pid}`);
   fs.mkdirSync(cgroupDir);
 
@@ -331,7 +336,7 @@ describe('names', () => {
     } finally {
       await a1000.req({ op: 'close', fds: [n1.fd, n2.fd] });
     }
-    await until(() => inodes(true).length === baseInodes.length, 'the dead namespaces to be reaped');
+    await waitFor(() => inodes(true).length === baseInodes.length, 'the dead namespaces to be reaped', 10_000);
     await afterCase('prefixed names');
   });
 
@@ -345,7 +350,7 @@ describe('names', () => {
     const owner = daemon.records().find((x) => x.name === '1001-squat');
     assert.equal((rec.parameters as { record: { uid: number } }).record.uid, owner?.start);
     await a1000.req({ op: 'close', fds: [n.fd] });
-    await until(() => inodes(true).length === baseInodes.length, 'the dead namespace to be reaped');
+    await waitFor(() => inodes(true).length === baseInodes.length, 'the dead namespace to be reaped', 10_000);
     await afterCase('squatting');
   });
 
@@ -362,7 +367,7 @@ describe('names', () => {
     } finally {
       await a1000.req({ op: 'close', fds: [n1.fd, n2.fd] });
     }
-    await until(() => inodes(true).length === baseInodes.length, 'the dead namespaces to be reaped');
+    await waitFor(() => inodes(true).length === baseInodes.length, 'the dead namespaces to be reaped', 10_000);
     await afterCase('mangle');
   });
 });
@@ -527,7 +532,7 @@ describe('a client that vanishes mid-call', () => {
         fs.closeSync(held);
       }
       // The namespace is gone now: its entry (if any) must be reaped.
-      await until(() => !inodes(true).includes(n.inode), 'the dead namespace to be reaped');
+      await waitFor(() => !inodes(true).includes(n.inode), 'the dead namespace to be reaped', 10_000);
       await afterCase(`vanish after ${delay} ms`);
     }
     t.diagnostic(`outcomes: ${outcomes.join(' ')}`);
@@ -542,7 +547,7 @@ describe('a client that vanishes mid-call', () => {
       const p = sendAndDie(1000, daemon.sock, ALLOC, { name: `inflight${delay}`, size: 1, userNamespaceFileDescriptor: 0 }, held, delay);
       fs.closeSync(held);
       await p;
-      await until(() => !inodes(true).includes(n.inode), 'the dead namespace to be reaped');
+      await waitFor(() => !inodes(true).includes(n.inode), 'the dead namespace to be reaped', 10_000);
       await afterCase(`in flight ${delay} ms`);
     }
   });
@@ -553,10 +558,10 @@ describe('connection flood', () => {
     const peers: RawPeer[] = [];
     try {
       for (let i = 0; i < 1024; i++) peers.push(rawPeer(daemon.sock));
-      await until(() => daemon.fdCount() >= baseFds + 1024, 'the daemon to accept 1,024 connections');
+      await waitFor(() => daemon.fdCount() >= baseFds + 1024, 'the daemon to accept 1,024 connections', 10_000);
       const last = rawPeer(daemon.sock);
       peers.push(last);
-      await until(() => last.isClosed(), 'the 1,025th connection to be closed');
+      await waitFor(() => last.isClosed(), 'the 1,025th connection to be closed', 10_000);
       // Another uid is served meanwhile.
       const r = await a1000.call(`${UDB}.GetUserRecord`, { uid: own1000.base, service: SERVICE });
       assert.equal((r.parameters as { record: { userName: string } }).record.userName, 'ns-1000-own-0');
@@ -590,7 +595,7 @@ describe('leaks and concurrency (a fresh daemon)', () => {
     const a = await UserdbdAgent.start(1000, d.sock);
     agents.push(a);
     assert.equal((await a.req({ op: 'alloc', count: 20, size: 65536, prefix: 'warm', keep: 0 })).ok, 20);
-    await until(() => d.records(true).length === 0, 'the warm-up namespaces to be reaped');
+    await waitFor(() => d.records(true).length === 0, 'the warm-up namespaces to be reaped', 10_000);
     const fds0 = await d.quietFdCount();
     const rss0 = d.rssKiB();
     let ok = 0;
@@ -602,7 +607,7 @@ describe('leaks and concurrency (a fresh daemon)', () => {
     }
     assert.deepEqual(errors, []);
     assert.equal(ok, CYCLES);
-    await until(() => d.records(true).length === 0, 'the registry to be empty after the sweep');
+    await waitFor(() => d.records(true).length === 0, 'the registry to be empty after the sweep', 10_000);
     assert.deepEqual(await d.namespaces(), []);
     const fds1 = await d.quietFdCount();
     const rss1 = d.rssKiB();
@@ -649,6 +654,6 @@ describe('leaks and concurrency (a fresh daemon)', () => {
     assert.deepEqual([...byOwner].sort(), uids.map((u) => [u, 2 * N]));
     // All clients exit: every namespace dies and is reaped.
     for (const c of clients) await c.stop();
-    await until(() => d.records(true).length === 0, 'the registry to be empty');
+    await waitFor(() => d.records(true).length === 0, 'the registry to be empty', 10_000);
   });
 });

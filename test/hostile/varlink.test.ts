@@ -11,15 +11,19 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { MAX_MESSAGE_BYTES } from '../../src/ipc/connection.js';
 import { native } from '../../src/native/index.js';
-import { userEval } from '../e2e/user-package.js';
-import { makeFileSystem, removeImages } from '../mntfsd/images.js';
-import { DaemonProcess, closeAll, e2eClientAs1000, publish, rawPeer, testDir, until, type RawPeer } from './util.js';
+import { e2eClientAs1000 } from '../support/clients.js';
+import { MntfsdProcess } from '../support/daemons.js';
+import { closeAll } from '../support/fds.js';
+import { makeFileSystem, publish, removeImages, testDir } from '../support/images.js';
+import { rawPeer, type RawPeer } from '../support/raw-peer.js';
+import { userEval } from '../support/user-package.js';
+import { waitFor } from '../support/wait.js';
 
 const MOUNT = 'io.systemd.MountFileSystem.MountImage';
 const INVALID = 'org.varlink.service.InvalidParameter';
 
 let dir: string;
-let daemon: DaemonProcess;
+let daemon: MntfsdProcess;
 let image: string;
 let baseFds: number;
 
@@ -28,7 +32,7 @@ before(async () => {
   const trusted = path.join(dir, 'trusted');
   fs.mkdirSync(trusted, { mode: 0o755 });
   image = publish(makeFileSystem('erofs'), trusted, 'bare.erofs');
-  daemon = await DaemonProcess.start(dir, { trustedDirectories: [trusted] });
+  daemon = await MntfsdProcess.start(dir, { trustedDirectories: [trusted] });
   await daemon.assertServing();
   baseFds = await daemon.quietFdCount();
 });
@@ -194,7 +198,7 @@ describe('fd floods', () => {
       p.call('org.varlink.service.GetInfo', undefined, files);
       closeAll(files);
     }
-    await until(() => p.replies.length === 50, '50 replies');
+    await waitFor(() => p.replies.length === 50, '50 replies', 10_000);
     p.close();
     await afterCase('pipelined fds');
   });
@@ -205,7 +209,7 @@ describe('connection floods', () => {
     const peers: RawPeer[] = [];
     try {
       for (let i = 0; i < 1100; i++) peers.push(rawPeer(daemon.sock));
-      await until(() => peers.filter((p) => p.isClosed()).length >= 76, 'the daemon to refuse the excess', 20_000);
+      await waitFor(() => peers.filter((p) => p.isClosed()).length >= 76, 'the daemon to refuse the excess', 20_000);
       // Give the daemon the chance to (wrongly) refuse more.
       const r = await e2eClientAs1000(['mount', daemon.sock, image, 'none']);
       // Answered: without a namespace uid 1000 gets signed images only, and this one is trusted by location.
@@ -397,7 +401,7 @@ describe('debug log', () => {
     });
     fs.closeSync(log);
     try {
-      await until(() => fs.existsSync(sock) || child.exitCode !== null, 'the debug daemon to listen');
+      await waitFor(() => fs.existsSync(sock) || child.exitCode !== null, 'the debug daemon to listen', 10_000);
       const script = `
         import { VarlinkClient } from '${path.resolve(import.meta.dirname, '../../src/ipc/client.js')}';
         const c = await VarlinkClient.connect(process.argv[1]);
@@ -414,7 +418,7 @@ describe('debug log', () => {
           .split('\n')
           .filter((l) => l.includes('ignoring unknown parameters'))
           .map((l) => JSON.parse(l) as Record<string, unknown>)[0];
-      await until(() => logged() !== undefined, 'the debug line');
+      await waitFor(() => logged() !== undefined, 'the debug line', 10_000);
       const line = logged()!;
       assert.equal(line.level, 20, 'debug');
       assert.equal(line.method, 'org.varlink.service.GetInfo');

@@ -6,15 +6,16 @@
 // mounted, `mountgate status`, and a daemon killed with SIGKILL and restarted.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { REPO, runAsUser, startDaemon, stopDaemons, type Daemon } from '../e2e/daemons.js';
-import { userPackage, userScript } from '../e2e/user-package.js';
-import { repartImage, sampleTree, testKey, removeImages } from '../mntfsd/images.js';
-import { testDir } from '../hostile/util.js';
-import { waitFor } from '../sys/util.js';
-import { ATTACKS, ext4Disk, inodesUnder, scratch, transientTraces, type Disk } from './harness.js';
+import { type Daemon, startDaemon, stopDaemons } from '../support/daemons.js';
+import { cliJsonAsUser, e2eClientAs1000 } from '../support/clients.js';
+import { removeImages, repartImage, sampleTree, testDir, testKey } from '../support/images.js';
+import { AS_1000, REPO, runAsUser } from '../support/processes.js';
+import { spawnInNewUserns, type UsernsHolder } from '../support/userns.js';
+import { waitFor } from '../support/wait.js';
+import { ATTACKS, ext4Disk, inodesUnder, scratch, transientTraces, type Disk } from '../support/attacks.js';
 
 const dir = testDir('mg-lab-e2e-');
 const sock = path.join(dir, 'userdbd.sock');
@@ -27,20 +28,12 @@ const SHIPPED = { shipped: true } as const;
 let userdbd: Daemon;
 let disk: Disk;
 let images: Record<'squashfs' | 'ext4' | 'erofs', string>;
-let client: string;
 /** `sleep` as uid 1000 in a user namespace of its own: the container's future init. */
-let holder: ChildProcess & { pid: number };
+let holder: UsernsHolder;
 
 interface MountReport {
   partitions?: Array<{ designator: string; fileSystemType: string; host: { uid: number } | null; insideUid: number | null }>;
   error?: string;
-}
-
-async function clientAsUser<T>(args: string[]): Promise<T> {
-  const r = await runAsUser([process.execPath, client, ...args]);
-  const line = r.stdout.trim().split('\n').pop() ?? '';
-  assert.ok(line.startsWith('{'), `client printed no result (status ${r.status}): ${r.stderr.slice(-1500)}`);
-  return JSON.parse(line) as T;
 }
 
 /** `sh -c SCRIPT` as root of the holder's namespace, entered by its owner, uid 1000. */
@@ -68,9 +61,7 @@ function findDaemonPid(socket: string): number {
 }
 
 async function statusJson(): Promise<{ userdbd: { state: string; status?: { policy: { attached: boolean; hooks: string[]; managed: number }; namespaces: Array<{ name: string; base: number }> } }; mntfsd: { status?: { cacheHits: number; verifications: number } } }> {
-  const r = await runAsUser([process.execPath, userPackage().bin, 'status', '--userdbd', sock, '--mntfsd', msock, '--json']);
-  assert.ok(r.stdout.startsWith('{'), r.stderr);
-  return JSON.parse(r.stdout);
+  return (await cliJsonAsUser<never>('status', ['--userdbd', sock, '--mntfsd', msock])).report;
 }
 
 before(async () => {
@@ -86,13 +77,9 @@ before(async () => {
     fs.chmodSync(img, 0o644);
     fs.chmodSync(path.dirname(img), 0o755);
   }
-  client = userScript(path.join(REPO, 'test/e2e/client.ts'));
   userdbd = await startDaemon(USERDBD_ARGS, sock, SHIPPED);
   await startDaemon(['mntfsd', '--listen', msock, '--userdbd', sock, '--verity-certs', certs], msock, SHIPPED);
-  const child = spawn('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', 'unshare', '--user', 'sleep', 'infinity'], { stdio: 'ignore' });
-  holder = Object.assign(child, { pid: child.pid! });
-  const ours = fs.readlinkSync('/proc/self/ns/user');
-  await waitFor(() => fs.readlinkSync(`/proc/${holder.pid}/ns/user`) !== ours, 'the holder namespace', 20_000);
+  holder = await spawnInNewUserns('setpriv', [...AS_1000, 'unshare', '--user', 'sleep', 'infinity'], 20_000);
   disk = ext4Disk();
 });
 
@@ -116,7 +103,7 @@ describe('end to end on the lab kernel, no opt-out', () => {
   });
 
   it('AllocateUserRange as uid 1000 maps a transient 64K range into its namespace', async () => {
-    const r = await clientAsUser<{ name?: string; error?: string }>(['allocate', sock, 'lab', String(holder.pid)]);
+    const r = await e2eClientAs1000<{ name?: string; error?: string }>(['allocate', sock, 'lab', String(holder.pid)]);
     assert.equal(r.error, undefined, JSON.stringify(r));
     assert.equal(r.name, '1000-lab');
     base = firstHostUid(holder.pid);
@@ -127,7 +114,7 @@ describe('end to end on the lab kernel, no opt-out', () => {
 
   for (const kind of ['squashfs', 'ext4', 'erofs'] as const) {
     it(`MountImage of a signed ${kind} image, idmapped into the caller's namespace`, async () => {
-      const r = await clientAsUser<MountReport>(['mount', msock, images[kind], String(holder.pid)]);
+      const r = await e2eClientAs1000<MountReport>(['mount', msock, images[kind], String(holder.pid)]);
       assert.equal(r.error, undefined, JSON.stringify(r));
       const root = r.partitions?.find((p) => p.designator === 'root');
       assert.equal(root?.fileSystemType, kind);
@@ -138,7 +125,7 @@ describe('end to end on the lab kernel, no opt-out', () => {
 
   it('the second MountImage of an image is served from the verified-mount cache', async () => {
     const before = (await statusJson()).mntfsd.status!;
-    const r = await clientAsUser<MountReport>(['mount', msock, images.squashfs, String(holder.pid)]);
+    const r = await e2eClientAs1000<MountReport>(['mount', msock, images.squashfs, String(holder.pid)]);
     assert.equal(r.error, undefined, JSON.stringify(r));
     assert.equal(r.partitions?.find((p) => p.designator === 'root')?.insideUid, 0);
     const after = (await statusJson()).mntfsd.status!;

@@ -12,12 +12,12 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { UsernsPolicy } from '../../src/bpf/policy.js';
 import { FOREIGN_RANGE, isForeign } from '../../src/id-ranges.js';
 import { AT_FDCWD, MOUNT_ATTR_IDMAP, attachMount, mountSetattrFd, openTree } from '../../src/sys/mount-api.js';
-import { killAndWait, waitFor } from '../sys/util.js';
-import { TRANSIENT_BASE, ext4Disk, idTraces, inNs, inodesUnder, mappedNs, mappingNs, onHost, transientTraces } from './harness.js';
-import type { Disk, RunResult, TransientNs } from './harness.js';
+import { TRANSIENT_BASE, assertAllowed, assertDenied, controlTests, denialTests, idTraces, inNs, inodesUnder, mappedNs, mappingNs, onHost, policyLab, transientTraces } from '../support/attacks.js';
+import type { Named, TransientNs } from '../support/attacks.js';
+import { killAndWait } from '../support/userns.js';
+import { waitFor } from '../support/wait.js';
 
 const PIN_DIR = `/sys/fs/bpf/mountgate-foreign-${process.pid}`;
 /** The foreign range's first id: a shifted image's root. */
@@ -28,27 +28,8 @@ const base = (n: number): number => TRANSIENT_BASE + (8 + n) * 65536;
 const SELF_UID = 1000;
 const RANGE = 65536;
 
-const policy = UsernsPolicy.install({ pinDir: PIN_DIR, maxNamespaces: 256 });
-let disk: Disk;
-
-before(() => {
-  disk = ext4Disk();
-});
-
-after(() => {
-  policy.close();
-  UsernsPolicy.uninstall(PIN_DIR);
-  disk.cleanup();
-});
-
-function assertDenied(r: RunResult, what: string, refusal = /Operation not permitted|Permission denied/i): void {
-  assert.notEqual(r.code, 0, `${what}: succeeded but must be denied`);
-  assert.match(r.stderr, refusal, `${what}: ${r.stderr}`);
-}
-
-function assertAllowed(r: RunResult, what: string): void {
-  assert.equal(r.code, 0, `${what}: ${r.stderr}`);
-}
+const lab = policyLab(PIN_DIR);
+const { policy } = lab;
 
 /** `cmd` as uid=gid=`id` inside the namespace (no setgroups: a `self` namespace denies it). */
 function as(id: number, cmd: string): string {
@@ -86,7 +67,7 @@ interface Scene {
 }
 
 function scene(): Scene {
-  const dir = fs.mkdtempSync(path.join(disk.dir, 'mg-foreign-'));
+  const dir = fs.mkdtempSync(path.join(lab.disk.dir, 'mg-foreign-'));
   fs.chmodSync(dir, 0o755);
   const p = (n: string): string => path.join(dir, n);
   fs.mkdirSync(p('host'));
@@ -119,10 +100,8 @@ function scene(): Scene {
   };
 }
 
-interface Attack {
-  name: string;
+interface Attack extends Named {
   script(s: Scene): string;
-  refusal?: RegExp;
 }
 
 /** renameat2(RENAME_EXCHANGE) on its two arguments (no tool in Debian 12 does it). */
@@ -196,16 +175,7 @@ describe('mapForeign: control, an unmanaged namespace with the same maps can do 
   after(async () => {
     await ns.kill();
   });
-  for (const attack of FOREIGN_ATTACKS) {
-    it(attack.name, () => {
-      const s = scene();
-      try {
-        assertAllowed(inNs(ns.pid, attack.script(s)), attack.name);
-      } finally {
-        s.cleanup();
-      }
-    });
-  }
+  controlTests(FOREIGN_ATTACKS, scene, (attack, s) => inNs(ns.pid, attack.script(s)));
 });
 
 describe('mapForeign: managed namespace, attacking an ext4 disk that host root mounted', () => {
@@ -217,16 +187,14 @@ describe('mapForeign: managed namespace, attacking an ext4 disk that host root m
     ns = await mappedNs(foreignMap(base(1)), base(1));
     policy.manage(ns.inode);
     s = scene();
-    fixtures = inodesUnder(disk.dir);
+    fixtures = inodesUnder(lab.disk.dir);
   });
   after(async () => {
     s.cleanup();
     await ns.kill();
   });
 
-  for (const attack of FOREIGN_ATTACKS) {
-    it(`denies: ${attack.name}`, () => assertDenied(inNs(ns.pid, attack.script(s)), attack.name, attack.refusal));
-  }
+  denialTests(FOREIGN_ATTACKS, (attack) => inNs(ns.pid, attack.script(s)));
 
   it('allows foreign-owned creation, chown, ACLs, v3 caps and renames inside a foreign tree', () => {
     assertAllowed(inNs(ns.pid, inTreeScript(s)), 'in the tree');
@@ -241,8 +209,8 @@ describe('mapForeign: managed namespace, attacking an ext4 disk that host root m
   it('leaves no transient id anywhere, and foreign ids only inside the tree', () => {
     assert.deepEqual(fs.readdirSync(s.host).sort(), ['mine', 'stray']);
     assert.deepEqual(fs.readdirSync(path.join(s.tree, 'work')), [], 'overlayfs left its work directory behind');
-    assert.deepEqual(transientTraces(disk.dir, fixtures), []);
-    assert.deepEqual(idTraces(disk.dir, strayForeign(s), fixtures), []);
+    assert.deepEqual(transientTraces(lab.disk.dir, fixtures), []);
+    assert.deepEqual(idTraces(lab.disk.dir, strayForeign(s), fixtures), []);
   });
 });
 
@@ -372,16 +340,7 @@ describe('self with a delegated range: control, unmanaged, the same writes all s
   after(async () => {
     await sc.kill();
   });
-  for (const attack of SELF_ATTACKS) {
-    it(attack.name, () => {
-      const s = scene();
-      try {
-        assertAllowed(inNs(sc[attack.in].pid, attack.script(s, sc.delegated)), attack.name);
-      } finally {
-        s.cleanup();
-      }
-    });
-  }
+  controlTests(SELF_ATTACKS, scene, (attack, s) => inNs(sc[attack.in].pid, attack.script(s, sc.delegated)));
 });
 
 describe('self with a delegated range: managed, no transient id leaks through it or its descendants', () => {
@@ -392,16 +351,14 @@ describe('self with a delegated range: managed, no transient id leaks through it
     assert.equal(policy.status().attached, true, `policy not attached: ${policy.status().reason}`);
     sc = await selfScene(5, true);
     s = scene();
-    fixtures = inodesUnder(disk.dir);
+    fixtures = inodesUnder(lab.disk.dir);
   });
   after(async () => {
     s.cleanup();
     await sc.kill();
   });
 
-  for (const attack of SELF_ATTACKS) {
-    it(`denies: ${attack.name}`, () => assertDenied(inNs(sc[attack.in].pid, attack.script(s, sc.delegated)), attack.name));
-  }
+  denialTests(SELF_ATTACKS, (attack) => inNs(sc[attack.in].pid, attack.script(s, sc.delegated)));
 
   it('allows the caller\'s own id (not transient) to write as usual', () => {
     assertAllowed(inNs(sc.self.pid, `mkdir ${s.host}/own && : > ${s.host}/own/f && chown 0:0 ${s.mine}`), 'own id');
@@ -414,6 +371,6 @@ describe('self with a delegated range: managed, no transient id leaks through it
   });
 
   it('leaves no transient id on the disk', () => {
-    assert.deepEqual(transientTraces(disk.dir, fixtures), []);
+    assert.deepEqual(transientTraces(lab.disk.dir, fixtures), []);
   });
 });

@@ -15,9 +15,10 @@ import * as bpf from '../../src/bpf/libbpf.js';
 import { AT_FDCWD, MOUNT_ATTR_IDMAP, attachMount, mountSetattrFd, openTree } from '../../src/sys/mount-api.js';
 import { nsGetParent } from '../../src/sys/nsfs.js';
 import { projectRoot } from '../../src/native/index.js';
-import { spawnInNewUserns, killAndWait, waitFor } from '../sys/util.js';
-import { ATTACKS, TRANSIENT_BASE, ext4Disk, inNs, inodesUnder, mappingNs, onHost, scratch, tmpfsScript, transientNs, transientTraces } from './harness.js';
-import type { Disk, Scratch, TransientNs } from './harness.js';
+import { ATTACKS, TRANSIENT_BASE, assertAllowed, assertDenied, controlTests, denialTests, inNs, inodesUnder, mappingNs, onHost, policyLab, scratch, tmpfsScript, transientNs, transientTraces } from '../support/attacks.js';
+import type { Scratch, TransientNs } from '../support/attacks.js';
+import { killAndWait, spawnInNewUserns } from '../support/userns.js';
+import { waitFor } from '../support/wait.js';
 
 const PIN_DIR = `/sys/fs/bpf/mountgate-test-${process.pid}`;
 /** Every program the object has, by hook, in the object's order (the death probe this kernel has comes last). */
@@ -29,27 +30,8 @@ const HOOKS = [
 /** How long a death event may take (issue: within 1 s of the namespace's death). */
 const DEATH_DEADLINE_MS = 1000;
 
-const policy = UsernsPolicy.install({ pinDir: PIN_DIR, maxNamespaces: 256 });
-let disk: Disk;
-
-before(() => {
-  disk = ext4Disk();
-});
-
-after(() => {
-  policy.close();
-  UsernsPolicy.uninstall(PIN_DIR);
-  disk.cleanup();
-});
-
-function assertDenied(r: { code: number; stderr: string }, what: string, refusal = /Operation not permitted|Permission denied/i): void {
-  assert.notEqual(r.code, 0, `${what}: succeeded but must be denied`);
-  assert.match(r.stderr, refusal, `${what}: ${r.stderr}`);
-}
-
-function assertAllowed(r: { code: number; stderr: string }, what: string): void {
-  assert.equal(r.code, 0, `${what}: ${r.stderr}`);
-}
+const lab = policyLab(PIN_DIR);
+const { policy } = lab;
 
 describe('loader', () => {
   it('attaches and pins every hook of the policy on this kernel', () => {
@@ -80,16 +62,7 @@ describe('control: an unmanaged namespace on a transient range can write everyth
   after(async () => {
     await ns.kill();
   });
-  for (const attack of ATTACKS) {
-    it(attack.name, () => {
-      const s = scratch(ns.base, disk.dir);
-      try {
-        assertAllowed(inNs(ns.pid, attack.script(s)), attack.name);
-      } finally {
-        s.cleanup();
-      }
-    });
-  }
+  controlTests(ATTACKS, () => scratch(ns.base, lab.disk.dir), (attack, s) => inNs(ns.pid, attack.script(s)));
 });
 
 describe('managed namespace, attacking an ext4 disk that host root mounted', () => {
@@ -99,23 +72,21 @@ describe('managed namespace, attacking an ext4 disk that host root mounted', () 
   before(async () => {
     ns = await transientNs();
     policy.manage(ns.inode);
-    s = scratch(ns.base, disk.dir);
-    fixtures = inodesUnder(disk.dir);
+    s = scratch(ns.base, lab.disk.dir);
+    fixtures = inodesUnder(lab.disk.dir);
   });
   after(async () => {
     s.cleanup();
     await ns.kill();
   });
 
-  for (const attack of ATTACKS) {
-    it(`denies: ${attack.name}`, () => assertDenied(inNs(ns.pid, attack.script(s)), attack.name, attack.refusal));
-  }
+  denialTests(ATTACKS, (attack) => inNs(ns.pid, attack.script(s)));
 
   it('leaves no inode, ACL entry or file capability naming a transient id on the disk', () => {
     assert.deepEqual(fs.readdirSync(s.host).sort(), ['owned', 'victim']);
     // overlayfs makes work/work in ovl_fill_super(), before sb_kern_mount: the inode hooks stop it.
     assert.deepEqual(fs.readdirSync(s.work), [], 'overlayfs left its work directory behind');
-    assert.deepEqual(transientTraces(disk.dir, fixtures), []);
+    assert.deepEqual(transientTraces(lab.disk.dir, fixtures), []);
   });
 
   it('allows everything on a tmpfs the namespace mounted', () => assertAllowed(inNs(ns.pid, tmpfsScript(s)), 'tmpfs'));
@@ -241,7 +212,7 @@ function prober(ns: TransientNs, dir: string): { stop(): Promise<{ tries: number
 describe('restart and upgrade', () => {
   it('keeps denying after the loader is killed with SIGKILL, and a new loader adopts the pins', async () => {
     const ns = await transientNs();
-    const s = scratch(ns.base, disk.dir);
+    const s = scratch(ns.base, lab.disk.dir);
     try {
       const script = `import { UsernsPolicy } from ${JSON.stringify(path.join(projectRoot, 'src/bpf/policy.ts'))};
         const p = UsernsPolicy.install({ pinDir: ${JSON.stringify(PIN_DIR)} });
@@ -272,7 +243,7 @@ describe('restart and upgrade', () => {
 
   it('a newer policy build replaces every program with no moment without a policy', async (t) => {
     const ns = await transientNs();
-    const s = scratch(ns.base, disk.dir);
+    const s = scratch(ns.base, lab.disk.dir);
     policy.manage(ns.inode);
     try {
       const before = new Map(policy.status().hooks.map((h) => [h, fs.statSync(path.join(PIN_DIR, 'links', h)).ino]));

@@ -14,11 +14,10 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
-import { startDaemon, stopDaemons, type Daemon } from '../e2e/daemons.js';
-import { userEval, userPackage } from '../e2e/user-package.js';
-import { repartImage, sampleTree, testKey, removeImages, flipped } from '../mntfsd/images.js';
-import { testDir } from '../hostile/util.js';
-import { waitFor } from '../sys/util.js';
+import { type Daemon, startDaemon, stopDaemons } from '../support/daemons.js';
+import { flipped, removeImages, repartImage, sampleTree, testDir, testKey } from '../support/images.js';
+import { userEval, userPackage } from '../support/user-package.js';
+import { waitFor } from '../support/wait.js';
 
 const dir = testDir('mg-lab-verity-');
 const msock = path.join(dir, 'mntfsd.sock');

@@ -9,7 +9,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { pino } from 'pino';
 import { parseBytes } from '../../src/cli/mntfsd.js';
 import { VarlinkClient } from '../../src/ipc/client.js';
 import { dissectImage } from '../../src/mntfsd/ddi/dissect.js';
@@ -18,15 +17,13 @@ import { DEFAULT_IDLE_MS, MountCache, type CachedMount } from '../../src/mntfsd/
 import { mountForCaller, mountPartition } from '../../src/mntfsd/mount.js';
 import { FILE_NAME, prepareStateDir } from '../../src/mntfsd/verified-copy.js';
 import { verifyPartition } from '../../src/mntfsd/verity.js';
-import { startUserdbd, type Userdbd } from '../../src/userdbd/daemon.js';
-import { userScript } from '../e2e/user-package.js';
-import { killAndWait, spawnInNewUserns } from '../sys/util.js';
-import { loadPolicy, type TestPolicy } from '../userdbd/policy.js';
-import { gptImage, imageDir, removeImages, run, verityUuids } from './images.js';
+import { callerWithRange, e2eClientAs1000 } from '../support/clients.js';
+import { startTestUserdbd, type TestUserdbd } from '../support/daemons.js';
+import { loopDevices } from '../support/loops.js';
+import { killAndWait, type UsernsHolder } from '../support/userns.js';
+import { gptImage, imageDir, publish, removeImages, run, verityUuids } from '../support/images.js';
 
 const execFileAsync = promisify(execFile);
-const AS_1000 = ['--reuid=1000', '--regid=1000', '--clear-groups'];
-const CLIENT = path.resolve(import.meta.dirname, '../e2e/client.ts');
 const MIB = 1 << 20;
 
 interface Image {
@@ -91,13 +88,7 @@ function callerMount(m: CachedMount): { fd: number; hello: string } {
 function copyLoops(stateDir?: string): { memory: number; disk: number } {
   let memory = 0;
   let disk = 0;
-  for (const d of fs.readdirSync('/sys/block')) {
-    let backing: string;
-    try {
-      backing = fs.readFileSync(`/sys/block/${d}/loop/backing_file`, 'utf8').trim();
-    } catch {
-      continue;
-    }
+  for (const backing of loopDevices().values()) {
     if (backing === `/${FILE_NAME}`) memory++;
     else if (stateDir && backing.startsWith(`${stateDir}/`)) disk++;
   }
@@ -284,51 +275,33 @@ describe('mntfsd after many images mounted and released by uid 1000', () => {
   let sock: string;
   let stateDir: string;
   let daemon: Mntfsd;
-  let userdbd: Userdbd;
-  let policy: TestPolicy;
-  let ns: Awaited<ReturnType<typeof spawnInNewUserns>>;
+  let userdbd: TestUserdbd;
+  let ns: UsernsHolder;
 
   before(async () => {
     const trusted = path.join(dir, 'trusted');
     fs.mkdirSync(trusted, { mode: 0o755 });
     fs.chmodSync(dir, 0o755);
-    images = distinctImages('daemon', N, BULK).map((img, i) => {
-      const p = path.join(trusted, `img${i}.raw`);
-      fs.copyFileSync(img.path, p);
-      fs.chmodSync(p, 0o644);
-      return { ...img, path: p };
-    });
+    images = distinctImages('daemon', N, BULK).map((img, i) => ({ ...img, path: publish(img.path, trusted, `img${i}.raw`) }));
     sock = path.join(dir, 'mntfsd.sock');
     stateDir = path.join(dir, 'mntfsd-state');
-    const userdbdSock = path.join(dir, 'userdbd.sock');
-    policy = await loadPolicy('copy-storage');
-    userdbd = await startUserdbd({
-      listen: userdbdSock,
-      stateDir: path.join(dir, 'userdbd-state'),
-      userdbLink: null,
-      policy: policy.policy,
-      allowWithoutPolicy: !policy.real,
-      logger: pino({ level: 'silent' }),
-    });
+    userdbd = await startTestUserdbd('copy-storage', { dir, sock: path.join(dir, 'userdbd.sock'), state: path.join(dir, 'userdbd-state') });
     daemon = startMntfsd({
       listen: sock,
-      userdbd: userdbdSock,
+      userdbd: userdbd.sock,
       certificateDirectories: [],
       trustedDirectories: [trusted],
       verity: 'copy',
       copyMemoryBudget: 3 * (BULK + MIB),
       stateDir,
     });
-    ns = await spawnInNewUserns('setpriv', [...AS_1000, 'unshare', '--user', 'sleep', 'infinity']);
-    const alloc = await execFileAsync('setpriv', [...AS_1000, process.execPath, userScript(CLIENT), 'allocate', userdbdSock, 'copy-storage', String(ns.pid)], { encoding: 'utf8' });
-    assert.match(alloc.stdout, /"name":"1000-copy-storage"/);
+    ({ ns } = await callerWithRange(userdbd.sock, 'copy-storage'));
   });
 
   after(async () => {
     await killAndWait(ns);
     daemon.close();
     await userdbd.close();
-    policy.dispose();
   });
 
   async function status(): Promise<{ cachedImages: Array<{ rootHash: string }>; copyBytesInMemory?: number }> {
@@ -347,9 +320,8 @@ describe('mntfsd after many images mounted and released by uid 1000', () => {
     for (let round = 0; round < 2; round++) {
       for (const img of images) {
         // The client exits after printing: its mounts are released.
-        const r = await execFileAsync('setpriv', [...AS_1000, process.execPath, userScript(CLIENT), 'mount', sock, img.path, String(ns.pid)], { encoding: 'utf8', timeout: 60_000 });
-        const res = JSON.parse(r.stdout.trim().split('\n').pop()!) as { error?: string; partitions?: Array<{ host: { content: string } | null }> };
-        assert.equal(res.error, undefined, r.stdout);
+        const res = await e2eClientAs1000<{ error?: string; partitions?: Array<{ host: { content: string } | null }> }>(['mount', sock, img.path, String(ns.pid)]);
+        assert.equal(res.error, undefined, JSON.stringify(res));
         const u = daemon.cache.usage();
         assert.ok(u.memoryBytes <= u.memoryBudget, `${u.memoryBytes} bytes of copies in memory, budget ${u.memoryBudget}`);
         disk = Math.max(disk, u.diskBytes);

@@ -21,7 +21,7 @@ import {
   systemdDissect,
   verityFormat,
   verityUuids,
-} from './images.js';
+} from '../support/images.js';
 
 after(removeImages);
 

@@ -4,28 +4,23 @@
 // package. Ownership is looked at from the host and, through the returned mount, from inside
 // the namespace (stat run there via nsenter).
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
-import { promisify } from 'node:util';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { pino } from 'pino';
 import { VarlinkClient } from '../../src/ipc/client.js';
 import { parseInterface } from '../../src/ipc/idl.js';
 import { VarlinkServer } from '../../src/ipc/server.js';
 import { FOREIGN_RANGE } from '../../src/id-ranges.js';
 import { startMntfsd, type Mntfsd } from '../../src/mntfsd/daemon.js';
 import { NAMESPACE_RESOURCE_IDL } from '../../src/userdbd/interfaces.js';
-import { startUserdbd, type Userdbd } from '../../src/userdbd/daemon.js';
-import { REPO, startDaemon, type Daemon } from '../e2e/daemons.js';
-import { userEval, userScript } from '../e2e/user-package.js';
-import { loadPolicy, type TestPolicy } from '../userdbd/policy.js';
-import { assertNoNewFds, killAndWait, openFds, spawnInNewUserns } from '../sys/util.js';
+import { callerWithRange, evalAs1000 } from '../support/clients.js';
+import { type Daemon, startDaemon, startTestUserdbd, type TestUserdbd } from '../support/daemons.js';
+import { assertNoNewFds, openFds } from '../support/fds.js';
+import { AS_1000, REPO } from '../support/processes.js';
+import { killAndWait, spawnInNewUserns, type UsernsHolder } from '../support/userns.js';
 
-const execFileAsync = promisify(execFile);
-const AS_1000 = ['--reuid=1000', '--regid=1000', '--clear-groups'];
-const CLIENT = path.resolve(import.meta.dirname, '../e2e/client.ts');
 const F = FOREIGN_RANGE.start;
 const NOBODY = 65534;
 const SYSTEM = 'io.systemd.System';
@@ -35,15 +30,13 @@ const BAD_FLAGS = 'io.systemd.MountFileSystem.BadFileDescriptorFlags';
 
 let dir: string;
 let sock: string;
-let userdbdSock: string;
 let daemon: Mntfsd;
-let userdbd: Userdbd;
-let policy: TestPolicy;
+let userdbd: TestUserdbd;
 /** First host uid of the range userdbd mapped into the caller's namespace. */
 let BASE: number;
-let ns: Awaited<ReturnType<typeof spawnInNewUserns>>;
+let ns: UsernsHolder;
 /** A namespace uid 1000 mapped itself ("0 1000 1"): not shaped like a userdbd allocation. */
-let selfMapped: Awaited<ReturnType<typeof spawnInNewUserns>>;
+let selfMapped: UsernsHolder;
 let home: string;
 let bound: string | null = null;
 
@@ -121,18 +114,7 @@ const SCRIPT = `
 
 /** WRAP runs the client inside, e.g. in namespaces of its own; OUTER runs setpriv (as root) inside. */
 async function callsAs1000(calls: Call[], wrap: string[] = [], outer: string[] = []): Promise<Outcome[]> {
-  let r: { stdout: string; stderr: string };
-  try {
-    const argv = [...outer, 'setpriv', ...AS_1000, ...wrap, process.execPath, userEval('directory-calls', SCRIPT), sock, String(ns.pid), String(selfMapped.pid), JSON.stringify(calls)];
-    r = await execFileAsync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 60_000 });
-  } catch (err) {
-    const e = err as { stdout?: string; stderr?: string };
-    r = { stdout: e.stdout ?? '', stderr: e.stderr ?? String(err) };
-  }
-  const line = r.stdout.trim().split('\n').pop() ?? '';
-  assert.ok(line.startsWith('['), `client printed no result: ${r.stderr.slice(-1500)}`);
-  // Drop undefined fields JSON already dropped, so deepEqual compares what was said.
-  return JSON.parse(line) as Outcome[];
+  return evalAs1000<Outcome[]>('directory-calls', SCRIPT, [sock, String(ns.pid), String(selfMapped.pid), JSON.stringify(calls)], { wrap, outer, opening: '[' });
 }
 
 const one = async (call: Call): Promise<Outcome> => (await callsAs1000([call]))[0]!;
@@ -165,23 +147,9 @@ before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mntfsd-dir-'));
   fs.chmodSync(dir, 0o755);
   sock = path.join(dir, 'mntfsd.sock');
-  userdbdSock = path.join(dir, 'userdbd.sock');
-  policy = await loadPolicy('mntfsd-dir');
-  userdbd = await startUserdbd({
-    listen: userdbdSock,
-    stateDir: path.join(dir, 'userdbd-state'),
-    userdbLink: null,
-    policy: policy.policy,
-    allowWithoutPolicy: !policy.real,
-    logger: pino({ level: 'silent' }),
-  });
-  daemon = startMntfsd({ listen: sock, userdbd: userdbdSock });
-  ns = await spawnInNewUserns('setpriv', [...AS_1000, 'unshare', '--user', 'sleep', 'infinity']);
-  const alloc = await execFileAsync('setpriv', [...AS_1000, process.execPath, userScript(CLIENT), 'allocate', userdbdSock, 'mntfs-dir', String(ns.pid)], { encoding: 'utf8' });
-  assert.match(alloc.stdout, /"name":"1000-mntfs-dir"/, alloc.stderr);
-  const [inside, base, count] = fs.readFileSync(`/proc/${ns.pid}/uid_map`, 'utf8').trim().split(/\s+/).map(Number);
-  assert.deepEqual([inside, count], [0, 65536]);
-  BASE = base!;
+  userdbd = await startTestUserdbd('mntfsd-dir', { dir, sock: path.join(dir, 'userdbd.sock'), state: path.join(dir, 'userdbd-state') });
+  daemon = startMntfsd({ listen: sock, userdbd: userdbd.sock });
+  ({ ns, base: BASE } = await callerWithRange(userdbd.sock, 'mntfs-dir'));
   selfMapped = await spawnInNewUserns('setpriv', [...AS_1000, 'unshare', '--user', '--map-root-user', 'sleep', 'infinity']);
 
   // The caller's home: its own tree, and a foreign-owned container tree two levels deep.
@@ -214,7 +182,6 @@ after(async () => {
   await killAndWait(selfMapped);
   daemon.close();
   await userdbd.close();
-  policy.dispose();
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -464,7 +431,7 @@ describe('mntfsd as its unit runs it: the unit\'s capability bounding set, a mou
     const wrapper = path.join(dir, 'mntfsd-own-mntns');
     fs.writeFileSync(wrapper, `#!/bin/sh\nexec unshare --mount --propagation private -- ${process.execPath} --import tsx ${path.join(REPO, 'src/cli/main.ts')} "$@"\n`, { mode: 0o755 });
     unitSock = path.join(dir, 'mntfsd-unit.sock');
-    unitDaemon = await startDaemon(['mntfsd', '--listen', unitSock, '--userdbd', userdbdSock], unitSock, { service: 'mountgate-mntfsd.service', bin: wrapper, cwd: REPO });
+    unitDaemon = await startDaemon(['mntfsd', '--listen', unitSock, '--userdbd', userdbd.sock], unitSock, { service: 'mountgate-mntfsd.service', bin: wrapper, cwd: REPO });
     saved = sock;
     sock = unitSock;
   });

@@ -2,8 +2,6 @@
 // `--copy-to`, `--with`): only images a trusted certificate signed, read-only, nosuid and nodev,
 // in the host's id space; everything else refused with the error saying why.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,12 +9,10 @@ import { after, before, test } from 'node:test';
 import { buildDdi } from '../../src/image-builder/build-ddi.js';
 import { VarlinkClient } from '../../src/ipc/client.js';
 import { startMntfsd, type Mntfsd } from '../../src/mntfsd/daemon.js';
-import { userEval } from '../e2e/user-package.js';
-import { assertNoNewFds, openFds } from '../sys/util.js';
-import { handVerityImage, imageDir, makeFileSystem, removeImages, repartImage, run, sampleTree, testKey } from './images.js';
+import { assertNoNewFds, openFds } from '../support/fds.js';
+import { evalAs1000 } from '../support/clients.js';
+import { handVerityImage, imageDir, makeFileSystem, publish as publishIn, removeImages, repartImage, run, sampleTree, testCertDir, testKey } from '../support/images.js';
 
-const execFileAsync = promisify(execFile);
-const AS_1000 = ['--reuid=1000', '--regid=1000', '--clear-groups'];
 // statfs f_flags (ST_*): what the returned mount enforces.
 const ST_RDONLY = 1;
 const ST_NOSUID = 2;
@@ -70,27 +66,12 @@ interface Case {
   hostNs?: boolean;
 }
 
-async function mountAs1000(cases: Case[]): Promise<Outcome[]> {
-  let r: { stdout: string; stderr: string };
-  try {
-    r = await execFileAsync('setpriv', [...AS_1000, process.execPath, userEval('mount-no-userns', SCRIPT), sock, JSON.stringify(cases)], { encoding: 'utf8', timeout: 60_000 });
-  } catch (err) {
-    const e = err as { stdout?: string; stderr?: string };
-    r = { stdout: e.stdout ?? '', stderr: e.stderr ?? String(err) };
-  }
-  const line = r.stdout.trim().split('\n').pop() ?? '';
-  assert.ok(line.startsWith('['), `client printed no result: ${r.stderr.slice(-1500)}`);
-  return JSON.parse(line) as Outcome[];
+function mountAs1000(cases: Case[]): Promise<Outcome[]> {
+  return evalAs1000<Outcome[]>('mount-no-userns', SCRIPT, [sock, JSON.stringify(cases)], { opening: '[' });
 }
 
 /** A copy readable by uid 1000, owned by `owner`, in `sub` of the test directory. */
-function publish(src: string, name: string, owner = 0): string {
-  const out = path.join(dir, name);
-  fs.copyFileSync(src, out);
-  fs.chmodSync(out, 0o644);
-  fs.chownSync(out, owner, owner);
-  return out;
-}
+const publish = (src: string, name: string, owner = 0): string => publishIn(src, dir, name, owner);
 
 let trustedDir: string;
 before(() => {
@@ -99,9 +80,7 @@ before(() => {
   sock = path.join(dir, 'mntfsd.sock');
   trustedDir = path.join(dir, 'trusted');
   fs.mkdirSync(trustedDir, { mode: 0o755 });
-  const certs = path.join(dir, 'verity.d');
-  fs.mkdirSync(certs);
-  fs.copyFileSync(testKey().cert, path.join(certs, 'test.crt'));
+  const certs = testCertDir(dir);
   daemon = startMntfsd({ listen: sock, userdbd: null, certificateDirectories: [certs], trustedDirectories: [trustedDir] });
 });
 

@@ -1,9 +1,7 @@
 // MountImage end to end: mntfsd runs here (root); the client is uid 1000 with its own user
-// namespace, using the public client library (test/e2e/client.ts). Images come from
+// namespace, using the public client library (test/support/e2e-client.ts). Images come from
 // systemd-repart, sfdisk + mkfs + veritysetup, and `mountgate build`.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,16 +9,13 @@ import { after, before, describe, test } from 'node:test';
 import { buildDdi } from '../../src/image-builder/build-ddi.js';
 import { startMntfsd, type Mntfsd } from '../../src/mntfsd/daemon.js';
 import { FILE_NAME } from '../../src/mntfsd/verified-copy.js';
-import { startUserdbd, type Userdbd } from '../../src/userdbd/daemon.js';
-import { loadPolicy, type TestPolicy } from '../userdbd/policy.js';
-import { pino } from 'pino';
-import { killAndWait, spawnInNewUserns } from '../sys/util.js';
-import { flipped, handVerityImage, imageDir, makeFileSystem, removeImages, repartImage, run, sampleTree, testKey } from './images.js';
-import { userEval, userScript } from '../e2e/user-package.js';
+import { callerWithRange, e2eClientAs1000, evalAs1000 } from '../support/clients.js';
+import { startTestUserdbd, type TestUserdbd } from '../support/daemons.js';
+import { flipped, handVerityImage, imageDir, makeFileSystem, publish as publishIn, removeImages, repartImage, run, sampleTree, testCertDir, testKey } from '../support/images.js';
+import { loopDevices } from '../support/loops.js';
+import { killAndWait, type UsernsHolder } from '../support/userns.js';
+import { waitFor } from '../support/wait.js';
 
-const execFileAsync = promisify(execFile);
-const AS_1000 = ['--reuid=1000', '--regid=1000', '--clear-groups'];
-const CLIENT = path.resolve(import.meta.dirname, '../e2e/client.ts');
 
 interface PartitionResult {
   designator: string;
@@ -42,30 +37,13 @@ let dir: string;
 let sock: string;
 let trustedDir: string;
 let daemon: Mntfsd;
-let userdbd: Userdbd;
-let policy: TestPolicy;
+let userdbd: TestUserdbd;
 /** First host uid of the range userdbd mapped into the caller's namespace. */
 let BASE: number;
-let ns: Awaited<ReturnType<typeof spawnInNewUserns>>;
-
-// Asynchronous on purpose: the daemon runs in this process and must keep serving meanwhile.
-// ARGS is a script and its arguments, or `--input-type=module -e CODE ARGS…`; either is bundled
-// into the unpacked package (uid 1000 cannot be assumed to read the checkout, nor run tsx).
-async function as1000(args: string[]): Promise<{ stdout: string; stderr: string }> {
-  const program = args[1] === '-e' ? [userEval('mount-image-e', args[2]!), ...args.slice(3)] : [userScript(args[0]!), ...args.slice(1)];
-  try {
-    return await execFileAsync('setpriv', [...AS_1000, process.execPath, ...program], { encoding: 'utf8', timeout: 60_000 });
-  } catch (err) {
-    const e = err as { stdout?: string; stderr?: string };
-    return { stdout: e.stdout ?? '', stderr: e.stderr ?? String(err) };
-  }
-}
+let ns: UsernsHolder;
 
 async function mountAs1000(image: string, ...flags: string[]): Promise<MountResult> {
-  const r = await as1000([CLIENT, 'mount', sock, image, String(ns.pid), ...flags]);
-  const line = r.stdout.trim().split('\n').pop() ?? '';
-  assert.ok(line.startsWith('{'), `client printed no result: ${r.stderr.slice(-1500)}`);
-  return JSON.parse(line) as MountResult;
+  return e2eClientAs1000<MountResult>(['mount', sock, image, String(ns.pid), ...flags]);
 }
 
 /** Byte offsets of the partitions, as sfdisk (not our parser) reads them. */
@@ -76,25 +54,10 @@ function partitions(image: string): Array<{ start: number; size: number; name: s
 }
 
 /** A copy readable by uid 1000 (the image dir itself is private). */
-function publish(src: string, name: string, owner = 0): string {
-  const out = path.join(dir, name);
-  fs.copyFileSync(src, out);
-  fs.chmodSync(out, 0o644);
-  fs.chownSync(out, owner, owner);
-  return out;
-}
+const publish = (src: string, name: string, owner = 0): string => publishIn(src, dir, name, owner);
 
-function loopsBackedByCopies(): number {
-  let n = 0;
-  for (const d of fs.readdirSync('/sys/block')) {
-    try {
-      if (fs.readFileSync(`/sys/block/${d}/loop/backing_file`, 'utf8').endsWith(`/${FILE_NAME}\n`)) n++;
-    } catch {
-      // not a bound loop device
-    }
-  }
-  return n;
-}
+/** Loop devices bound to a verified copy. */
+const loopsBackedByCopies = (): number => [...loopDevices().values()].filter((f) => f.endsWith(`/${FILE_NAME}`)).length;
 
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mntfsd-e2e-'));
@@ -102,34 +65,17 @@ before(async () => {
   sock = path.join(dir, 'mntfsd.sock');
   trustedDir = path.join(dir, 'trusted');
   fs.mkdirSync(trustedDir, { mode: 0o755 });
-  const certs = path.join(dir, 'verity.d');
-  fs.mkdirSync(certs);
-  fs.copyFileSync(testKey().cert, path.join(certs, 'test.crt'));
-  const userdbdSock = path.join(dir, 'userdbd.sock');
-  policy = await loadPolicy('mntfsd-e2e');
-  userdbd = await startUserdbd({
-    listen: userdbdSock,
-    stateDir: path.join(dir, 'userdbd-state'),
-    userdbLink: null,
-    policy: policy.policy,
-    allowWithoutPolicy: !policy.real,
-    logger: pino({ level: 'silent' }),
-  });
-  daemon = startMntfsd({ listen: sock, userdbd: userdbdSock, certificateDirectories: [certs], trustedDirectories: [trustedDir] });
+  const certs = testCertDir(dir);
+  userdbd = await startTestUserdbd('mntfsd-e2e', { dir, sock: path.join(dir, 'userdbd.sock'), state: path.join(dir, 'userdbd-state') });
+  daemon = startMntfsd({ listen: sock, userdbd: userdbd.sock, certificateDirectories: [certs], trustedDirectories: [trustedDir] });
   // The caller (uid 1000) creates its namespace and has userdbd map a transient range into it.
-  ns = await spawnInNewUserns('setpriv', [...AS_1000, 'unshare', '--user', 'sleep', 'infinity']);
-  const alloc = await as1000([CLIENT, 'allocate', userdbdSock, 'mntfs-e2e', String(ns.pid)]);
-  assert.match(alloc.stdout, /"name":"1000-mntfs-e2e"/, alloc.stderr);
-  const [inside, base, count] = fs.readFileSync(`/proc/${ns.pid}/uid_map`, 'utf8').trim().split(/\s+/).map(Number);
-  assert.deepEqual([inside, count], [0, 65536]);
-  BASE = base!;
+  ({ ns, base: BASE } = await callerWithRange(userdbd.sock, 'mntfs-e2e'));
 });
 
 after(async () => {
   await killAndWait(ns);
   daemon.close();
   await userdbd.close();
-  policy.dispose();
   removeImages();
   fs.rmSync(dir, { recursive: true, force: true });
 });
@@ -289,10 +235,7 @@ describe("systemd 262's MountImage inputs", () => {
       console.log(JSON.stringify(out));
       c.close();
     `;
-    const r = await as1000(['--input-type=module', '-e', script, sock, image, `/proc/${ns.pid}/ns/user`, JSON.stringify(calls)]);
-    const line = r.stdout.trim().split('\n').pop() ?? '';
-    assert.ok(line.startsWith('['), `script printed no result: ${r.stderr.slice(-1500)}`);
-    return JSON.parse(line) as string[];
+    return evalAs1000<string[]>('mount-image-e', script, [sock, image, `/proc/${ns.pid}/ns/user`, JSON.stringify(calls)], { opening: '[' });
   }
   const base = { imageFileDescriptor: 0, userNamespaceFileDescriptor: 1 };
   const INVALID = 'org.varlink.service.InvalidParameter';
@@ -345,9 +288,9 @@ describe("systemd 262's MountImage inputs", () => {
 describe('callers', () => {
   test('without a user namespace a non-root caller gets a signed image read-only in the host id space (mount-image-no-userns.test.ts has the rest)', async () => {
     const img = publish(repartImage('squashfs').path, 'repart-nons.raw');
-    const r = await as1000([CLIENT, 'mount', sock, img, 'none']);
-    const p = (JSON.parse(r.stdout.trim()) as MountResult).partitions?.[0];
-    assert.deepEqual(p && { host: p.host, writable: p.writable, canWrite: p.canWrite }, { host: { uid: 0, gid: 0, content: 'hello\n' }, writable: false, canWrite: false }, r.stdout);
+    const r = await e2eClientAs1000<MountResult>(['mount', sock, img, 'none']);
+    const p = r.partitions?.[0];
+    assert.deepEqual(p && { host: p.host, writable: p.writable, canWrite: p.canWrite }, { host: { uid: 0, gid: 0, content: 'hello\n' }, writable: false, canWrite: false }, JSON.stringify(r));
   });
 
   test('wrong fd types are InvalidParameter or BadFileDescriptorFlags, and the daemon keeps serving', async () => {
@@ -369,8 +312,7 @@ describe('callers', () => {
       c.close();
     `;
     const img = publish(repartImage('squashfs').path, 'repart-fds.raw');
-    const r = await as1000(['--input-type=module', '-e', script, sock, img, `/proc/${ns.pid}/ns/user`]);
-    assert.deepEqual(JSON.parse(r.stdout.trim()), [
+    assert.deepEqual(await evalAs1000<string[]>('mount-image-e', script, [sock, img, `/proc/${ns.pid}/ns/user`], { opening: '[' }), [
       'org.varlink.service.InvalidParameter',
       'org.varlink.service.InvalidParameter',
       'io.systemd.MountFileSystem.BadFileDescriptorFlags',
@@ -383,8 +325,7 @@ describe('callers', () => {
     const fdsBefore = fs.readdirSync('/proc/self/fd').length;
     daemon.cache.clear();
     // Loop devices autoclear once the last mount of their superblock is gone.
-    const deadline = Date.now() + 5000;
-    while (loopsBackedByCopies() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await waitFor(() => loopsBackedByCopies() === 0, 'the loop devices to autoclear', 5000, 50).catch(() => undefined);
     assert.equal(loopsBackedByCopies(), 0);
     assert.ok(fs.readdirSync('/proc/self/fd').length <= fdsBefore);
   });

@@ -12,8 +12,7 @@ import { startMntfsd, type Mntfsd } from '../../src/mntfsd/daemon.js';
 import { dmVerityAvailable } from '../../src/mntfsd/dm-verity.js';
 import { FILE_NAME } from '../../src/mntfsd/verified-copy.js';
 import { dmAvailable } from '../../src/sys/dm.js';
-import { testDir } from '../hostile/util.js';
-import { removeImages, repartImage, testKey } from './images.js';
+import { removeImages, repartImage, testCertDir, testDir } from '../support/images.js';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 let dir: string;
@@ -28,9 +27,7 @@ function blockDevice(fd: number): string {
 
 before(() => {
   dir = testDir('mntfsd-backend-');
-  certs = path.join(dir, 'verity.d');
-  fs.mkdirSync(certs);
-  fs.copyFileSync(testKey().cert, path.join(certs, 'test.crt'));
+  certs = testCertDir(dir);
 });
 
 after(() => {

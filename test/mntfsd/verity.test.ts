@@ -10,7 +10,7 @@ import { parseVeritySuperblock, treeGeometry, verifyPartition, type Extent, type
 import { F_SEAL_ALL_DATA, addSeals, memfdCreate } from '../../src/sys/memfd.js';
 import { fdFlags, statfsType, TMPFS_MAGIC } from '../../src/sys/stat.js';
 import { createCopyTarget } from '../../src/mntfsd/verified-copy.js';
-import { flipped, handVerityImage, imageDir, makeFileSystem, removeImages, repartImage, run, verityFormat } from './images.js';
+import { flipped, handVerityImage, imageDir, makeFileSystem, removeImages, repartImage, run, verityFormat } from '../support/images.js';
 
 after(removeImages);
 

@@ -9,7 +9,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { buildSignedImages, REPO, runAsUser, startDaemon, stopDaemons, type SignedImages } from '../e2e/daemons.js';
+import { startDaemon, stopDaemons } from '../support/daemons.js';
+import { buildSignedImages, type SignedImages } from '../support/images.js';
+import { REPO, runAsUser } from '../support/processes.js';
 
 const BUSYBOX = '/bin/busybox'; // Debian package busybox-static
 /** What the installed package must hold for its bin, daemons and client to work. */

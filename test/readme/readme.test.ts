@@ -7,8 +7,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { buildSignedImages, REPO, runAsUser, startDaemon, stopDaemons, type SignedImages, type UserRun } from '../e2e/daemons.js';
-import { userScript } from '../e2e/user-package.js';
+import { startDaemon, stopDaemons } from '../support/daemons.js';
+import { buildSignedImages, type SignedImages } from '../support/images.js';
+import { REPO, runAsUser, type UserRun } from '../support/processes.js';
+import { userScript } from '../support/user-package.js';
 
 const BUSYBOX = '/bin/busybox';
 

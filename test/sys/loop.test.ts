@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { attachLoop, detachLoop } from '../../src/sys/loop.js';
-import { assertNoNewFds, openFds, waitFor } from './util.js';
+import { assertNoNewFds, openFds } from '../support/fds.js';
+import { waitFor } from '../support/wait.js';
 
 function sysfs(n: number, file: string): string {
   return fs.readFileSync(`/sys/block/loop${n}/${file}`, 'utf8').trim();

@@ -12,7 +12,7 @@ import {
   memfdCreate,
 } from '../../src/sys/memfd.js';
 import { fdFlags } from '../../src/sys/stat.js';
-import { assertNoNewFds, openFds } from './util.js';
+import { assertNoNewFds, openFds } from '../support/fds.js';
 
 test('memfd seals: write after F_SEAL_WRITE fails with EPERM', async () => {
   const before = openFds();

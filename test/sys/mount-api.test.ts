@@ -20,7 +20,7 @@ import {
   openTree,
 } from '../../src/sys/mount-api.js';
 import { TMPFS_MAGIC, fdFlags, statfsType } from '../../src/sys/stat.js';
-import { assertNoNewFds, openFds } from './util.js';
+import { assertNoNewFds, openFds } from '../support/fds.js';
 
 function makeTmpfs(): { fsFd: number; mntFd: number } {
   const fsFd = fsopen('tmpfs');

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { sdNotify } from '../../src/sys/notify.js';
-import { waitFor } from './util.js';
+import { waitFor } from '../support/wait.js';
 
 const RECEIVER = `
 import socket, sys

@@ -11,7 +11,8 @@ import {
   userNamespaceInfo,
 } from '../../src/sys/nsfs.js';
 import { NSFS_MAGIC, statfsType } from '../../src/sys/stat.js';
-import { assertNoNewFds, openFds, killAndWait, spawnInNewUserns } from './util.js';
+import { assertNoNewFds, openFds } from '../support/fds.js';
+import { killAndWait, spawnInNewUserns } from '../support/userns.js';
 
 test('own user namespace: CLONE_NEWUSER, owner uid 0, no visible parent', async () => {
   const before = openFds();

@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { nshelperPath, spawnInNamespaces } from '../../src/sys/nshelper.js';
-import { assertNoNewFds, openFds, killAndWait, spawnInNewUserns } from './util.js';
+import { assertNoNewFds, openFds } from '../support/fds.js';
+import { killAndWait, spawnInNewUserns } from '../support/userns.js';
 
 const norm = (s: string): string => s.trim().split(/\s+/).join(' ');
 

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { pidfdOpen, pidfdSendSignal } from '../../src/sys/pidfd.js';
 import { O_PATH, PIDFS_MAGIC, fdFlags, fdStat, statfsType } from '../../src/sys/stat.js';
-import { assertNoNewFds, openFds } from './util.js';
+import { assertNoNewFds, openFds } from '../support/fds.js';
 
 test('pidfd_open + pidfd_send_signal', async () => {
   const before = openFds();

@@ -2,7 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { joinUserNamespace } from '../../src/sys/userns-joiner.js';
-import { assertNoNewFds, openFds, killAndWait, spawnInNewUserns, waitFor } from './util.js';
+import { assertNoNewFds, openFds } from '../support/fds.js';
+import { killAndWait, spawnInNewUserns } from '../support/userns.js';
+import { waitFor } from '../support/wait.js';
 
 const norm = (s: string): string => s.trim().split(/\s+/).join(' ');
 const alive = (pid: number): boolean => fs.existsSync(`/proc/${pid}`) && !/^State:\s+Z/m.test(readStatus(pid));

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { CONTAINER_SIZE } from '../../src/userdbd/range-allocator.js';
-import { UserdbdAgent } from '../hostile/util.js';
+import { UserdbdAgent } from '../support/userdbd-agent.js';
 import { assertTransientRoot, BUSYBOX, HELLO, inChroot, listTree, PAYLOAD, sha256, startClientHarness, type ClientHarness, type DissectReport } from './harness.js';
 import fs from 'node:fs';
 

@@ -9,9 +9,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CONTAINER_SIZE, CONTAINER_WINDOW } from '../../src/userdbd/range-allocator.js';
-import { buildSignedImages, exited, REPO, runCollecting, startDaemon, stopDaemons, type SignedImages, type UserRun } from '../e2e/daemons.js';
-import { run } from '../mntfsd/images.js';
-import { waitFor } from '../sys/util.js';
+import { startDaemon, stopDaemons } from '../support/daemons.js';
+import { buildSignedImages, run, type SignedImages } from '../support/images.js';
+import { exited, REPO, runCollecting, type UserRun } from '../support/processes.js';
+import { waitFor } from '../support/wait.js';
 
 export type Suite = 'trixie' | 'sid';
 const ENTER = path.join(import.meta.dirname, 'enter.sh');

@@ -10,7 +10,8 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { VarlinkClient } from '../../src/ipc/client.js';
 import { VarlinkError } from '../../src/ipc/errors.js';
-import { exited, REPO, startDaemon, stopDaemons } from '../e2e/daemons.js';
+import { startDaemon, stopDaemons } from '../support/daemons.js';
+import { exited, REPO } from '../support/processes.js';
 
 const unitsDir = path.join(REPO, 'units');
 const UNITS = ['mountgate-userdbd.socket', 'mountgate-userdbd.service', 'mountgate-mntfsd.socket', 'mountgate-mntfsd.service'];

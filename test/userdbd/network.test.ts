@@ -6,8 +6,11 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { assertNoNewFds, openFds, waitFor } from '../sys/util.js';
-import { hostNsLinks, kill, link, nsInode, readMap, startTestDaemon, steps, type Reply, type Step, type TestDaemon } from './steps.js';
+import { startTestUserdbd, type TestUserdbd } from '../support/daemons.js';
+import { assertNoNewFds, openFds } from '../support/fds.js';
+import { hostNsLinks, link, type Reply, type Step, steps } from '../support/steps.js';
+import { kill, nsInode, readMap } from '../support/userns.js';
+import { waitFor } from '../support/wait.js';
 
 const NR = 'io.systemd.NamespaceResource';
 const ALLOC = `${NR}.AllocateUserRange`;
@@ -16,7 +19,7 @@ const ADD_NET = `${NR}.AddNetworkToUserNamespace`;
 const INVALID = 'org.varlink.service.InvalidParameter';
 const HOST_NAME = /^ns-[0-9a-f]{12}$/;
 
-let t: TestDaemon;
+let t: TestUserdbd;
 let linksBefore: string[];
 const pids = new Set<number>();
 
@@ -50,7 +53,7 @@ function isLocalUnicast(mac: string): boolean {
 
 before(async () => {
   linksBefore = hostNsLinks();
-  t = await startTestDaemon('network');
+  t = await startTestUserdbd('network');
   // Warm-up (joiner, client bundle): fds opened for good before the fd checks start.
   await run([{ spawn: 'user' }, alloc('warm-up')]);
 });

@@ -10,9 +10,14 @@ import { FOREIGN_RANGE } from '../../src/id-ranges.js';
 import { VarlinkClient } from '../../src/ipc/client.js';
 import { VarlinkError } from '../../src/ipc/errors.js';
 import { CONTAINER_WINDOW } from '../../src/userdbd/range-allocator.js';
-import { assertNoNewFds, openFds, waitFor } from '../sys/util.js';
-import { userScript } from '../e2e/user-package.js';
-import { STEPS_CLIENT, kill, nsInode, readMap, run, startTestDaemon, steps, type Reply, type Step, type TestDaemon } from './steps.js';
+import { STEPS_CLIENT } from '../support/clients.js';
+import { startTestUserdbd, type TestUserdbd } from '../support/daemons.js';
+import { assertNoNewFds, openFds } from '../support/fds.js';
+import { REPO, runAsUser } from '../support/processes.js';
+import { type Reply, type Step, steps } from '../support/steps.js';
+import { userScript } from '../support/user-package.js';
+import { kill, nsInode, readMap } from '../support/userns.js';
+import { waitFor } from '../support/wait.js';
 
 const NR = 'io.systemd.NamespaceResource';
 const ALLOC = `${NR}.AllocateUserRange`;
@@ -20,7 +25,7 @@ const INVALID = 'org.varlink.service.InvalidParameter';
 const SERVICE = 'io.systemd.NamespaceResource';
 const FOREIGN_LINE = [FOREIGN_RANGE.start, FOREIGN_RANGE.start, FOREIGN_RANGE.size];
 
-let t: TestDaemon;
+let t: TestUserdbd;
 const pids = new Set<number>();
 
 /** One fresh namespace of uid 1000 and one AllocateUserRange for it; the namespace stays alive. */
@@ -44,7 +49,7 @@ async function userRecord(params: Record<string, unknown>): Promise<Record<strin
 }
 
 before(async () => {
-  t = await startTestDaemon('self-foreign');
+  t = await startTestUserdbd('self-foreign');
   // Warm-up: the first call starts the daemon's namespace joiner and bundles the client, whose
   // fds stay open for good; the fd checks below start after it.
   await allocate({ name: 'warm-up', size: 1 });
@@ -190,9 +195,9 @@ describe('nested: calls from the root of a managed namespace (the socket bind-mo
       `mount --bind ${t.sock} /mnt/sock`,
       `TMPDIR=/mnt exec ${process.execPath} ${userScript(STEPS_CLIENT)} /mnt/sock '${JSON.stringify(list)}'`,
     ].join('\n');
-    const r = await run('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', 'nsenter', '--target', String(pid), '--user', '--mount', '--', 'sh', '-c', script]);
-    const out = JSON.parse(r.out.trim().split('\n').pop() ?? 'null') as { pids: number[]; replies: Reply[] } | null;
-    if (!out?.replies) throw new Error(`inner client failed (${r.code}): ${r.out}${r.err}`);
+    const r = await runAsUser(['nsenter', '--target', String(pid), '--user', '--mount', '--', 'sh', '-c', script], { cwd: REPO });
+    const out = JSON.parse(r.stdout.trim().split('\n').pop() ?? 'null') as { pids: number[]; replies: Reply[] } | null;
+    if (!out?.replies) throw new Error(`inner client failed (${r.status}): ${r.stdout}${r.stderr}`);
     out.pids.forEach((p) => pids.add(p));
     return out;
   }

@@ -5,22 +5,19 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
+import { spawn } from 'node:child_process';
 import { pino } from 'pino';
 import { startUserdbd, type Userdbd } from '../../src/userdbd/daemon.js';
 import { VarlinkClient } from '../../src/ipc/client.js';
 import { VarlinkError } from '../../src/ipc/errors.js';
 import { CONTAINER_WINDOW } from '../../src/userdbd/range-allocator.js';
-import { loadPolicy, type TestPolicy } from './policy.js';
-import { waitFor } from '../sys/util.js';
-import { userScript } from '../e2e/user-package.js';
+import { programAs, USERDBD_CLIENT } from '../support/clients.js';
+import { startTestUserdbd, UserdbdProcess, type TestUserdbd } from '../support/daemons.js';
+import { AS_1000, REPO, runCollecting } from '../support/processes.js';
+import { userScript } from '../support/user-package.js';
+import { kill, nsInode, readMap } from '../support/userns.js';
+import { waitFor } from '../support/wait.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, '../..');
-const clientScript = path.join(here, 'client.ts');
-const AS_1000 = ['--reuid=1000', '--regid=1000', '--clear-groups'];
 const silent = pino({ level: 'silent' });
 
 interface ClientResult {
@@ -32,49 +29,27 @@ interface ClientResult {
   [k: string]: unknown;
 }
 
-/** Runs a command without blocking the event loop (the daemon under test runs in this process). */
-async function run(cmd: string, args: string[], fds: number[] = []): Promise<string> {
-  const child = spawn(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe', ...fds] });
-  let out = '';
-  let err = '';
-  child.stdout?.setEncoding('utf8').on('data', (s: string) => (out += s));
-  child.stderr?.setEncoding('utf8').on('data', (s: string) => (err += s));
-  const [code] = (await once(child, 'exit')) as [number | null];
-  if (code !== 0 && !out.includes('{')) throw new Error(`${cmd} ${args.join(' ')} exited with ${code}: ${err}`);
-  return out;
+/** Runs a command as root without blocking the event loop (the daemon under test runs in this
+ * process); its stdout, failing unless it exited 0 or printed a JSON result. */
+async function run(cmd: string, args: string[]): Promise<string> {
+  const r = await runCollecting([cmd, ...args], { cwd: REPO });
+  if (r.status !== 0 && !r.stdout.includes('{')) throw new Error(`${cmd} ${args.join(' ')} exited with ${r.status}: ${r.stderr}`);
+  return r.stdout;
 }
 
-/** Runs test/userdbd/client.ts as uid 1000; extra fds are inherited from index 3 on. */
+/** Runs userdbd-client.ts as uid 1000; extra fds are inherited from index 3 on. */
 async function client(args: string[], fds: number[] = []): Promise<ClientResult> {
-  const out = await run('setpriv', [...AS_1000, process.execPath, userScript(clientScript), ...args], fds);
-  const r = JSON.parse(out.trim().split('\n').pop() ?? '{}') as ClientResult;
+  const out = await programAs(userScript(USERDBD_CLIENT), args, { fds });
+  if (out.status !== 0 && !out.stdout.includes('{')) throw new Error(`client exited with ${out.status}: ${out.stderr}`);
+  const r = JSON.parse(out.stdout.trim().split('\n').pop() ?? '{}') as ClientResult;
   if (r.crash) throw new Error(`client crashed: ${r.crash}`);
   return r;
-}
-
-function readMap(pid: number, file: 'uid_map' | 'gid_map'): number[][] {
-  return fs
-    .readFileSync(`/proc/${pid}/${file}`, 'utf8')
-    .trim()
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => l.trim().split(/\s+/).map(Number));
 }
 
 const pids = new Set<number>();
 function track(r: ClientResult): ClientResult {
   if (r.pid) pids.add(r.pid);
   return r;
-}
-function kill(pid: number): void {
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // gone
-  }
-}
-function nsInode(pid: number): number {
-  return fs.statSync(`/proc/${pid}/ns/user`).ino;
 }
 function gone(pid: number): boolean {
   try {
@@ -85,24 +60,19 @@ function gone(pid: number): boolean {
 }
 
 describe('userdbd', () => {
-  let dir: string;
+  let t: TestUserdbd;
   let sock: string;
   let daemon: Userdbd;
-  let pol: TestPolicy;
 
   before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'userdbd-test-'));
-    fs.chmodSync(dir, 0o755); // reachable from uid 1000 and from inside namespaces
-    sock = path.join(dir, 'io.systemd.NamespaceResource');
-    pol = await loadPolicy('userdbd');
-    daemon = await startUserdbd({ listen: sock, stateDir: path.join(dir, 'state'), userdbLink: null, policy: pol.policy, allowWithoutPolicy: !pol.real, sweepIntervalMs: 100, logger: silent });
+    // A directory reachable from uid 1000 and from inside namespaces.
+    t = await startTestUserdbd('userdbd');
+    ({ sock, daemon } = t);
   });
 
   after(async () => {
     for (const pid of pids) kill(pid);
-    await daemon?.close();
-    pol?.dispose();
-    fs.rmSync(dir, { recursive: true, force: true });
+    await t?.close();
   });
 
   test('allocates a 64K range: maps read "0 BASE 65536" with BASE 64K-aligned in the pool', async () => {
@@ -261,7 +231,7 @@ describe('userdbd', () => {
       'mount -t tmpfs tmpfs /mnt',
       'touch /mnt/sock',
       `mount --bind ${sock} /mnt/sock`,
-      `TMPDIR=/mnt exec ${process.execPath} ${userScript(clientScript)} alloc /mnt/sock inner 65536`,
+      `TMPDIR=/mnt exec ${process.execPath} ${userScript(USERDBD_CLIENT)} alloc /mnt/sock inner 65536`,
     ].join('\n');
     const out = await run('setpriv', [...AS_1000, 'nsenter', '--target', String(ppid), '--user', '--mount', '--', 'sh', '-c', script]);
     const inner = track(JSON.parse(out.trim().split('\n').pop() as string) as ClientResult);
@@ -291,19 +261,13 @@ describe('userdbd', () => {
 
 describe('userdbd limits', () => {
   test('the 257th namespace of one uid is refused', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'userdbd-cap-'));
-    fs.chmodSync(dir, 0o755);
-    const sock = path.join(dir, 'sock');
-    const pol = await loadPolicy('userdbd');
-    const daemon = await startUserdbd({ listen: sock, stateDir: path.join(dir, 'state'), userdbLink: null, policy: pol.policy, allowWithoutPolicy: !pol.real, sweepIntervalMs: 0, logger: silent });
+    const t = await startTestUserdbd('userdbd', { sweepIntervalMs: 0 });
     try {
-      const r = await client(['many', sock, '257']);
+      const r = await client(['many', t.sock, '257']);
       assert.equal(r.ok, 256);
       assert.deepEqual(r.errors, ['256:io.systemd.System:{"origin":"linux","errnoName":"EUSERS","errno":87}']);
     } finally {
-      await daemon.close();
-      pol.dispose();
-      fs.rmSync(dir, { recursive: true, force: true });
+      await t.close();
     }
   });
 });
@@ -315,15 +279,7 @@ describe('userdbd restart', () => {
     const sock = path.join(dir, 'sock');
     const state = path.join(dir, 'state');
     const children: number[] = [];
-    const startDaemon = async (): Promise<ChildProcess> => {
-      const d = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'daemon-main.ts'), sock, state, 'userdbd-restart'], {
-        cwd: root,
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
-      const [chunk] = (await once(d.stdout as NodeJS.ReadableStream, 'data')) as [Buffer];
-      assert.equal(chunk.toString().trim(), 'ready');
-      return d;
-    };
+    const startDaemon = (): Promise<UserdbdProcess> => UserdbdProcess.start({ sock, stateDir: state, pinName: 'userdbd-restart' });
     let d = await startDaemon();
     try {
       const live = await client(['alloc', sock, 'live', '65536', '1']);
@@ -332,8 +288,7 @@ describe('userdbd restart', () => {
       const liveMap = readMap(live.pid as number, 'uid_map');
       const liveInode = nsInode(live.pid as number);
       const doomedInode = nsInode(doomed.pid as number);
-      d.kill('SIGKILL');
-      await once(d, 'exit');
+      await d.kill9();
       kill(doomed.pid as number);
       await waitFor(() => gone(doomed.pid as number), 'doomed namespace process to exit');
       d = await startDaemon();
@@ -348,9 +303,9 @@ describe('userdbd restart', () => {
       assert.equal(clash.error, 'io.systemd.NamespaceResource.NameExists');
       assert.deepEqual(readMap(live.pid as number, 'uid_map'), liveMap);
     } finally {
-      d.kill('SIGKILL');
+      await d.kill9();
       children.forEach(kill);
-      (await loadPolicy('userdbd-restart')).dispose(); // the killed daemon left its pins
+      await d.unpin(); // the killed daemon left its pins
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });

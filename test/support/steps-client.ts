@@ -12,7 +12,8 @@
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { VarlinkClient } from '../../src/ipc/client.js';
-import { unshared } from './unshared.js';
+import { printJsonLine } from './json-line.js';
+import { unshared } from './userns.js';
 import { VarlinkError } from '../../src/ipc/errors.js';
 
 type Kind = 'user' | 'user+net' | 'user+mount';
@@ -78,13 +79,4 @@ async function main(socket: string, steps: Step[]): Promise<Record<string, unkno
 }
 
 const [socket, steps] = process.argv.slice(2);
-main(socket as string, JSON.parse(steps as string) as Step[]).then(
-  (r) => {
-    process.stdout.write(`${JSON.stringify(r)}\n`);
-    process.exit(0);
-  },
-  (e: unknown) => {
-    process.stdout.write(`${JSON.stringify({ crash: String(e instanceof Error ? e.stack : e) })}\n`);
-    process.exit(1);
-  },
-);
+printJsonLine(main(socket as string, JSON.parse(steps as string) as Step[]));

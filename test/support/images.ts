@@ -1,10 +1,12 @@
 // Builds test disk images with the real tools (systemd-repart, sfdisk, mkfs.*, veritysetup,
-// openssl). Everything lands in one temp dir per test run; call removeImages() in after().
-import { execFileSync } from 'node:child_process';
+// openssl, `mountgate build`). Everything lands in one temp dir per test run; call
+// removeImages() in after(). Test directories uid 1000 can read images from (testDir, publish).
+import { execFileSync, type ExecFileSyncOptions } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { type Architecture, type Designator, typeUuidOf } from '../../src/mntfsd/ddi/dps.js';
+import { REPO } from './processes.js';
 
 let dir: string | null = null;
 const cache = new Map<string, unknown>();
@@ -249,4 +251,55 @@ export function flipped(src: string, offset: number, name: string): string {
     fs.closeSync(fd);
   }
   return out;
+}
+
+/** DIR/verity.d holding the test key's certificate (testKey), for mntfsd's --verity-certs. */
+export function testCertDir(dir: string): string {
+  const certs = path.join(dir, 'verity.d');
+  fs.mkdirSync(certs);
+  fs.copyFileSync(testKey().cert, path.join(certs, 'test.crt'));
+  return certs;
+}
+
+/** A private test directory that uid 1000 can traverse. */
+export function testDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  fs.chmodSync(dir, 0o755);
+  return dir;
+}
+
+/** A copy of `src` at `dir/name`, world-readable, owned by `owner`. */
+export function publish(src: string, dir: string, name: string, owner = 0): string {
+  const out = path.join(dir, name);
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.copyFileSync(src, out);
+  fs.chmodSync(out, 0o644);
+  fs.chownSync(out, owner, owner);
+  return out;
+}
+
+export interface SignedImages {
+  /** A directory holding the trusted key's certificate, trusted.crt (for --verity-certs). */
+  certs: string;
+  /** Image signed by that key. */
+  trusted: string;
+  /** Image signed by a key whose certificate is nowhere. */
+  untrusted: string;
+}
+
+/** Builds two images of TREE in DIR with `mountgate build` (keys CN=trusted and CN=untrusted), readable by uid 1000. */
+export function buildSignedImages(tree: string, dir: string): SignedImages {
+  const keys = fs.mkdtempSync(path.join(dir, 'keys-'));
+  const images: SignedImages = { certs: path.join(dir, 'certs'), trusted: path.join(dir, 'trusted.raw'), untrusted: path.join(dir, 'untrusted.raw') };
+  const quiet: ExecFileSyncOptions = { stdio: ['ignore', 'ignore', 'pipe'] };
+  for (const cn of ['trusted', 'untrusted'] as const) {
+    const key = path.join(keys, `${cn}.key`);
+    const cert = path.join(keys, `${cn}.crt`);
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '30', '-subj', `/CN=${cn}`], quiet);
+    execFileSync(process.execPath, ['--import', 'tsx', path.join(REPO, 'src/cli/main.ts'), 'build', tree, images[cn], '--key', key, '--cert', cert], quiet);
+    fs.chmodSync(images[cn], 0o644);
+  }
+  fs.mkdirSync(images.certs);
+  fs.copyFileSync(path.join(keys, 'trusted.crt'), path.join(images.certs, 'trusted.crt'));
+  return images;
 }

@@ -8,7 +8,8 @@
 //   bench SOCKET COUNT                   round-trip times of COUNT allocations; prints {p50, ms}
 import fs from 'node:fs';
 import { VarlinkClient } from '../../src/ipc/client.js';
-import { unshared } from './unshared.js';
+import { printJsonLine } from './json-line.js';
+import { unshared } from './userns.js';
 import { VarlinkError } from '../../src/ipc/errors.js';
 
 const METHOD = 'io.systemd.NamespaceResource.AllocateUserRange';
@@ -79,13 +80,4 @@ async function main(argv: string[]): Promise<Record<string, unknown>> {
   }
 }
 
-main(process.argv.slice(2)).then(
-  (r) => {
-    process.stdout.write(`${JSON.stringify(r)}\n`);
-    process.exit(0);
-  },
-  (e: unknown) => {
-    process.stdout.write(`${JSON.stringify({ crash: String(e instanceof Error ? e.stack : e) })}\n`);
-    process.exit(1);
-  },
-);
+printJsonLine(main(process.argv.slice(2)));

@@ -1,14 +1,18 @@
-// Attack harness for the userns-restrict policy tests (run in the kernel lab): user namespaces
-// mapped to a transient range, commands run inside them, the list of writes the policy must
-// stop, a disk file system that host root mounted to aim them at, and a scan of that disk for
-// anything that names a transient id.
+// Attack harness for the userns-restrict policy tests (run in the kernel lab): the policy and a
+// disk file system that host root mounted to aim at (policyLab), user namespaces mapped to a
+// transient range, commands run inside them, the list of writes the policy must stop, tests
+// that run a list (controlTests, denialTests), and a scan of that disk for anything that
+// names a transient id.
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { after, before, it } from 'node:test';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { UsernsPolicy } from '../../src/bpf/policy.js';
 import { isTransient } from '../../src/id-ranges.js';
 import type { ChildProcess } from 'node:child_process';
-import { spawnInNewUserns, killAndWait } from '../sys/util.js';
+import { spawnInNewUserns, killAndWait } from './userns.js';
 
 /** Start of a container-range (transient) window per namespace; each ns gets 65536 ids. */
 export const TRANSIENT_BASE = 524288 * 7;
@@ -55,6 +59,44 @@ export async function mappingNs(nsFirst: number, hostFirst: number, count: numbe
 export interface RunResult {
   code: number;
   stderr: string;
+}
+
+export function assertDenied(r: RunResult, what: string, refusal = /Operation not permitted|Permission denied/i): void {
+  assert.notEqual(r.code, 0, `${what}: succeeded but must be denied`);
+  assert.match(r.stderr, refusal, `${what}: ${r.stderr}`);
+}
+
+export function assertAllowed(r: RunResult, what: string): void {
+  assert.equal(r.code, 0, `${what}: ${r.stderr}`);
+}
+
+/** A write to try, as `run(attack)` performs it (in some namespace, against some fixture). */
+export interface Named {
+  name: string;
+  /** How the tool reports the refusal, when it is not EPERM/EACCES verbatim. */
+  refusal?: RegExp;
+}
+
+/** One test per attack, named after it, each against a fresh fixture: all must succeed (the
+ * control that shows a refusal elsewhere is the policy's). */
+export function controlTests<A extends Named, S extends { cleanup(): void }>(attacks: A[], fixture: () => S, run: (attack: A, s: S) => RunResult): void {
+  for (const attack of attacks) {
+    it(attack.name, () => {
+      const s = fixture();
+      try {
+        assertAllowed(run(attack, s), attack.name);
+      } finally {
+        s.cleanup();
+      }
+    });
+  }
+}
+
+/** One test per attack, `denies: NAME`: each must be refused. */
+export function denialTests<A extends Named>(attacks: A[], run: (attack: A) => RunResult): void {
+  for (const attack of attacks) {
+    it(`denies: ${attack.name}`, () => assertDenied(run(attack), attack.name, attack.refusal));
+  }
 }
 
 /** Runs `sh -c script` as root of the namespace of `pid` (host mount namespace). */
@@ -117,11 +159,8 @@ export function scratch(base: number, under: string = os.tmpdir()): Scratch {
   };
 }
 
-export interface Attack {
-  name: string;
+export interface Attack extends Named {
   script(s: Scratch): string;
-  /** How the tool reports the refusal, when it is not EPERM/EACCES verbatim. */
-  refusal?: RegExp;
 }
 
 /** Writes that would leave transient ids on the host file system. */
@@ -157,6 +196,29 @@ export { isTransient };
 export interface Disk {
   dir: string;
   cleanup(): void;
+}
+
+/** What a lab test file attacks with: the policy, and the disk (made before its tests). */
+export interface PolicyLab {
+  readonly policy: UsernsPolicy;
+  readonly disk: Disk;
+}
+
+/**
+ * The policy installed on `pinDir` when the file loads (nothing here skips: one that does not
+ * attach fails the file) and an ext4 disk made before its tests; both removed after them.
+ */
+export function policyLab(pinDir: string): PolicyLab {
+  const lab = { policy: UsernsPolicy.install({ pinDir, maxNamespaces: 256 }), disk: undefined as unknown as Disk };
+  before(() => {
+    lab.disk = ext4Disk();
+  });
+  after(() => {
+    lab.policy.close();
+    UsernsPolicy.uninstall(pinDir);
+    lab.disk.cleanup();
+  });
+  return lab;
 }
 
 export function ext4Disk(sizeMiB = 64): Disk {

@@ -1,14 +1,12 @@
-// Shared pieces of the benchmarks: statistics, timing, child processes, the private compiled
-// tree the daemons run from, signing material, and the figure record BENCHMARKS.md is made of.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
+// What the benchmarks (bench/) alone need: statistics, timing, the private compiled tree the
+// daemons run from, signing material, and the figure record BENCHMARKS.md is made of. Daemons,
+// namespaces and processes come from the rest of test/support, as for the tests.
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-
-export const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+import { REPO } from './processes.js';
 
 /** One line of BENCHMARKS.md. `status` compares the result with the target. */
 export interface Figure {
@@ -97,66 +95,6 @@ export async function run(cmd: string, args: string[], opts: { env?: NodeJS.Proc
   }
 }
 
-/** A child process started in its own process group, so it and its children can be stopped by pgid. */
-export interface Child {
-  proc: ChildProcess;
-  pid: number;
-  stderr(): string;
-  stop(): Promise<void>;
-}
-
-export function startChild(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Child {
-  const proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true, env: opts.env ?? process.env, cwd: opts.cwd });
-  let err = '';
-  proc.stderr?.setEncoding('utf8');
-  proc.stderr?.on('data', (s: string) => {
-    err = (err + s).slice(-8192);
-  });
-  const pid = proc.pid;
-  if (pid === undefined) throw new Error(`cannot start ${cmd}`);
-  const exited = once(proc, 'exit');
-  return {
-    proc,
-    pid,
-    stderr: () => err,
-    stop: async () => {
-      if (proc.exitCode === null && proc.signalCode === null) {
-        try {
-          process.kill(-pid, 'SIGTERM');
-        } catch {
-          // already gone
-        }
-        const t = setTimeout(() => {
-          try {
-            process.kill(-pid, 'SIGKILL');
-          } catch {
-            // already gone
-          }
-        }, 3000);
-        await exited;
-        clearTimeout(t);
-      }
-    },
-  };
-}
-
-/** Waits until `file` exists (a daemon's socket). */
-export async function waitForPath(file: string, child?: Child, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!fs.existsSync(file)) {
-    if (child && child.proc.exitCode !== null) throw new Error(`daemon exited early: ${child.stderr().slice(-1500)}`);
-    if (Date.now() > end) throw new Error(`${file} did not appear: ${child?.stderr().slice(-1500) ?? ''}`);
-    await sleep(5);
-  }
-}
-
-/** VmRSS of a process in KiB. */
-export function rssKiB(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmRSS for ${pid}`);
-  return Number(m[1]);
-}
-
 /** Sets up the scratch directory, compiles and bundles src/ into a private tree, makes a signing key. */
 export async function createContext(log: (s: string) => void): Promise<BenchContext> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'mountgate-bench-'));
@@ -201,39 +139,6 @@ export function noise(size: number, seed: number): Buffer {
     b.writeUInt32LE(x, i);
   }
   return b;
-}
-
-/** A user namespace owned by us: `unshare --user sleep`, our child, stopped with kill(). */
-export interface FreshUserns {
-  pid: number;
-  kill(): Promise<void>;
-}
-
-/** Starts `unshare --user [extra] sleep 1000` and returns once the process is in its new namespace. */
-export async function freshUserns(extra: string[] = []): Promise<FreshUserns> {
-  const proc = spawn('unshare', ['--user', ...extra, 'sleep', '1000'], { stdio: 'ignore' });
-  const pid = proc.pid;
-  if (pid === undefined) throw new Error('cannot start unshare');
-  const exited = once(proc, 'exit');
-  const ours = fs.readlinkSync('/proc/self/ns/user');
-  for (let i = 0; ; i++) {
-    try {
-      if (fs.readlinkSync(`/proc/${pid}/ns/user`) !== ours) break;
-    } catch {
-      // not there yet
-    }
-    if (i > 2000) throw new Error('unshare --user did not happen');
-    await sleep(1);
-  }
-  return {
-    pid,
-    kill: async () => {
-      if (proc.exitCode === null && proc.signalCode === null) {
-        proc.kill('SIGKILL');
-        await exited;
-      }
-    },
-  };
 }
 
 /** Markdown table. */
