@@ -10,7 +10,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { Pkcs7FormatError, isSigner, parseSignedData, verifySignedData, type SignedData } from './pkcs7.js';
-import { z } from '../validation.js';
 import { ERR, VarlinkError, systemError } from '../ipc/errors.js';
 
 /** systemd refuses signature partitions larger than this (dissect-image.c). */
@@ -65,14 +64,22 @@ export class VeritySignatureError extends Error {
 const hexRootHash = /^(?:[0-9a-fA-F]{2}){16,64}$/;
 const base64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
-// Unknown fields are tolerated (the spec reserves them) and stripped.
-const signatureJson = z.object({
-  rootHash: z.string().check(z.regex(hexRootHash, 'rootHash must be 16..64 bytes of hex')),
-  certificateFingerprint: z.optional(
-    z.string().check(z.regex(/^[0-9a-fA-F]{64}$/, 'certificateFingerprint must be a SHA-256 in hex')),
-  ),
-  signature: z.string().check(z.minLength(4), z.regex(base64, 'signature must be base64')),
-});
+/** The fields of the JSON object, checked by hand: three strings do not need a schema library. */
+function signatureFields(value: unknown): { rootHash: string; certificateFingerprint: string | undefined; signature: string } {
+  const malformed = (why: string): never => {
+    throw new VeritySignatureError('malformed', `verity signature JSON: ${why}`);
+  };
+  // Unknown fields are tolerated (the spec reserves them) and ignored.
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) malformed('not an object');
+  const o = value as Record<string, unknown>;
+  const { rootHash, certificateFingerprint, signature } = o;
+  if (typeof rootHash !== 'string' || !hexRootHash.test(rootHash)) malformed('rootHash must be 16..64 bytes of hex');
+  if (certificateFingerprint !== undefined && (typeof certificateFingerprint !== 'string' || !/^[0-9a-fA-F]{64}$/.test(certificateFingerprint))) {
+    malformed('certificateFingerprint must be a SHA-256 in hex');
+  }
+  if (typeof signature !== 'string' || signature.length < 4 || !base64.test(signature)) malformed('signature must be base64');
+  return { rootHash: rootHash as string, certificateFingerprint: certificateFingerprint as string | undefined, signature: signature as string };
+}
 
 export interface VeritySignature {
   /** Lowercase hex; the signed content is exactly this string. */
@@ -104,14 +111,11 @@ export function parseVeritySignature(content: Uint8Array): VeritySignature {
   } catch (err) {
     throw new VeritySignatureError('malformed', `verity signature is not valid JSON: ${(err as Error).message}`);
   }
-  const parsed = signatureJson.safeParse(value);
-  if (!parsed.success) {
-    throw new VeritySignatureError('malformed', `verity signature JSON: ${z.prettifyError(parsed.error)}`);
-  }
+  const fields = signatureFields(value);
   return {
-    rootHash: parsed.data.rootHash.toLowerCase(),
-    certificateFingerprint: parsed.data.certificateFingerprint?.toLowerCase(),
-    signature: Buffer.from(parsed.data.signature, 'base64'),
+    rootHash: fields.rootHash.toLowerCase(),
+    certificateFingerprint: fields.certificateFingerprint?.toLowerCase(),
+    signature: Buffer.from(fields.signature, 'base64'),
   };
 }
 
