@@ -2,12 +2,14 @@
 // to userdbd that registers the mounts it hands out. At start it picks how verified partitions
 // are served (kernel dm-verity where device-mapper exists, else the verified copy) and removes
 // dm-verity devices a killed predecessor left behind.
-import { VarlinkClient } from '../ipc/client.js';
+import { callMethod, VarlinkClient } from '../ipc/client.js';
 import { VarlinkError } from '../ipc/errors.js';
 import { startHost, type Hosted, type HostedOptions } from '../ipc/host.js';
-import { parseInterface } from '../ipc/idl.js';
+import { serve } from '../ipc/interfaces/define.js';
+import { MntfsdStatus } from '../ipc/interfaces/io.mountgate.Mntfsd.js';
+import { MountFileSystem } from '../ipc/interfaces/io.systemd.MountFileSystem.js';
+import { NamespaceResource } from '../ipc/interfaces/io.systemd.NamespaceResource.js';
 import { createLogger } from '../log.js';
-import { MNTFSD_STATUS_IDL, MOUNT_FILE_SYSTEM_IDL } from './interface.js';
 import { MountCache, type VerityBackend } from './mount-cache.js';
 import { cleanStaleVerityDevices, dmVerityAvailable } from './dm-verity.js';
 import { directoryHandlers } from './directory.js';
@@ -46,13 +48,9 @@ async function registerWithUserdbd(socket: string, usernsFd: number, mountFd: nu
     return; // no userdbd running: the mount still works, it is just not recorded
   }
   try {
-    await client.call(
-      'io.systemd.NamespaceResource.AddMountToUserNamespace',
-      { userNamespaceFileDescriptor: 0, mountFileDescriptor: 1 },
-      { fds: [usernsFd, mountFd] },
-    );
+    await callMethod(client, NamespaceResource, 'AddMountToUserNamespace', { userNamespaceFileDescriptor: 0, mountFileDescriptor: 1 }, { fds: [usernsFd, mountFd] });
   } catch (err) {
-    if (!(err instanceof VarlinkError && err.error === 'io.systemd.NamespaceResource.UserNamespaceNotRegistered')) throw err;
+    if (!(err instanceof VarlinkError && err.error === NamespaceResource.error.UserNamespaceNotRegistered)) throw err;
   } finally {
     client.close();
   }
@@ -75,7 +73,7 @@ export function startMntfsd(opts: MntfsdOptions = {}): Mntfsd {
   const userdbd = opts.userdbd === undefined ? USERDBD_SOCKET : opts.userdbd;
   const registerMount = userdbd === null ? undefined : (usernsFd: number, mountFd: number) => registerWithUserdbd(userdbd, usernsFd, mountFd);
   const mountFileSystem = {
-    iface: parseInterface(MOUNT_FILE_SYSTEM_IDL),
+    iface: MountFileSystem.iface,
     handlers: {
       ...directoryHandlers({ registerMount, counters, log }),
       MountImage: mountImageHandler({
@@ -89,23 +87,20 @@ export function startMntfsd(opts: MntfsdOptions = {}): Mntfsd {
       }),
     },
   };
-  const status = {
-    iface: parseInterface(MNTFSD_STATUS_IDL),
-    handlers: {
-      GetStatus: async () => ({
-        parameters: {
-          cachedImages: cache.list().map((c) => ({ rootHash: c.rootHash, fileSystemType: c.fileSystemType })),
-          cacheHits: cache.stats.hits,
-          verifications: cache.stats.misses,
-          mountsHandedOut: counters.mountsHandedOut,
-          // Without probing: a probe closes and remakes the base mounts.
-          copyBytesInMemory: cache.usage().memoryBytes,
-          copyBytesOnDisk: cache.usage().diskBytes,
-          copyMemoryBudget: cache.storage.memoryBudget,
-        },
-      }),
-    },
-  };
+  const status = serve(MntfsdStatus, {
+    GetStatus: async () => ({
+      parameters: {
+        cachedImages: cache.list().map((c) => ({ rootHash: c.rootHash, fileSystemType: c.fileSystemType })),
+        cacheHits: cache.stats.hits,
+        verifications: cache.stats.misses,
+        mountsHandedOut: counters.mountsHandedOut,
+        // Without probing: a probe closes and remakes the base mounts.
+        copyBytesInMemory: cache.usage().memoryBytes,
+        copyBytesOnDisk: cache.usage().diskBytes,
+        copyMemoryBudget: cache.storage.memoryBudget,
+      },
+    }),
+  });
   const host = startHost({
     log,
     product: 'mountgate mntfsd',
