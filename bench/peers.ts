@@ -1,4 +1,4 @@
-// Side by side with systemd 262's own daemons (issue 13): the same uid-1000 client
+// Side by side with systemd 262's own daemons: the same uid-1000 client
 // (test/lab-systemd/peers-agent.ts: mountgate's Varlink client) makes the same calls against
 // mountgate's userdbd/mntfsd and systemd-nsresourced/systemd-mountfsd, both socket-activated in
 // one boot of the kernel lab with systemd as PID 1 (test/lab-systemd/peers.test.ts runs this
@@ -17,6 +17,8 @@ const WARM_MOUNTS = 5;
 const ACTIVATIONS = 3;
 /** Calls made before the "after 1,000 calls" memory reading, allocations included. */
 const CALLS_FOR_MEMORY = 1000;
+/** Longer than mountgate's default idle exit under socket activation (src/ipc/host.ts, 90 s). */
+const IDLE_WAIT_MS = 100_000;
 
 export interface PeerImages {
   small: string;
@@ -132,8 +134,8 @@ export async function benchPeers(agent: Agent, sides: readonly Side[], images: P
   await sleep(3000);
   const idle = await eachSide(sides, async (s) => memoryKiB(s.nsService).rss + memoryKiB(s.mntService).rss);
   const idlePss = await eachSide(sides, async (s) => memoryKiB(s.nsService).pss + memoryKiB(s.mntService).pss);
-  add('RSS idle, range + mount daemon (all processes of both units)', 'MiB', { mountgate: idle.mountgate / 1024, systemd: idle.systemd / 1024 });
-  add('PSS idle, range + mount daemon', 'MiB', { mountgate: idlePss.mountgate / 1024, systemd: idlePss.systemd / 1024 });
+  add('RSS idle while running (3 s after the last call), range + mount daemon (all processes of both units)', 'MiB', { mountgate: idle.mountgate / 1024, systemd: idle.systemd / 1024 });
+  add('PSS idle while running, range + mount daemon', 'MiB', { mountgate: idlePss.mountgate / 1024, systemd: idlePss.systemd / 1024 });
 
   // AllocateUserRange, 1 and 2 clients, sides alternating per scenario.
   let calls = 3 * ACTIVATIONS;
@@ -194,6 +196,15 @@ export async function benchPeers(agent: Agent, sides: readonly Side[], images: P
     await sleep(3000);
     const after = await eachSide(sides, async (s) => memoryKiB(s.nsService).rss + memoryKiB(s.mntService).rss);
     add('RSS after 1,000 calls, range + mount daemon', 'MiB', { mountgate: after.mountgate / 1024, systemd: after.systemd / 1024 });
+  });
+
+  // Idle memory as shipped: both sides' units with their defaults, left alone for longer than
+  // mountgate's idle exit. Its daemons have exited (userdbd once no namespace is registered:
+  // every namespace above has been killed); what systemd's hold then is what it keeps.
+  await section('memory when left idle', async () => {
+    await sleep(IDLE_WAIT_MS);
+    const rss = await eachSide(sides, async (s) => memoryKiB(s.nsService).rss + memoryKiB(s.mntService).rss);
+    add(`RSS ${IDLE_WAIT_MS / 1000} s after the last call (default idle exit), range + mount daemon`, 'MiB', { mountgate: rss.mountgate / 1024, systemd: rss.systemd / 1024 });
   });
 
   // One machine-readable line per figure, for bench/run.ts's figure 10.
