@@ -1,4 +1,4 @@
-// mountgate beside systemd 262's own systemd-nsresourced and systemd-mountfsd (issue 13), in one
+// mountgate beside systemd 262's own systemd-nsresourced and systemd-mountfsd, in one
 // boot of the kernel lab with systemd as PID 1 (test/lab-systemd/run). Both run socket-activated
 // on sockets of their own (peers-lab.ts); one uid-1000 client (peers-agent.ts) calls both.
 //   1. Security: the same attacks from a namespace each side allocated, at an ext4 file system
@@ -272,7 +272,7 @@ test('security side by side: the same attacks from a namespace each allocated, a
       assert.equal(r.allowed, false, `mountgate allowed: ${a.name}`);
     }
     assert.deepEqual(out.mountgate.traces, [], 'mountgate: transient traces left on the host disk');
-    // systemd: recorded above. What is stable (the issue's hand run, 6.12): the plain path attacks are refused.
+    // systemd: recorded above. Stable across runs on 6.12: the plain path attacks are refused.
     for (const i of [0, 1, 2, 3, 5, 6]) assert.equal(out.systemd.results[i]!.allowed, false, `systemd allowed: ${ATTACKS[i]!.name}`);
   } finally {
     run(['umount', '-l', disk]);
