@@ -19,7 +19,8 @@ import { parseVeritySignature, verifyVeritySignature, VeritySignatureError } fro
 import { parseVeritySuperblock, treeGeometry, MAX_SALT_SIZE } from '../../src/mntfsd/verity.js';
 import { IdlError, formatInterface, parseInterface } from '../../src/ipc/idl.js';
 import { validateCall, validateParameters } from '../../src/ipc/validate.js';
-import { MOUNT_FILE_SYSTEM_IDL, MNTFSD_STATUS_IDL } from '../../src/mntfsd/interface.js';
+import { MntfsdStatus } from '../../src/ipc/interfaces/io.mountgate.Mntfsd.js';
+import { MountFileSystem } from '../../src/ipc/interfaces/io.systemd.MountFileSystem.js';
 import { memfdCreate } from '../../src/sys/memfd.js';
 
 const RUNS = process.env.MOUNTGATE_LONG === '1' ? 100_000 : 1000;
@@ -385,7 +386,7 @@ const IDL_TOKENS = ['interface', 'type', 'method', 'error', 'io.example.Fuzz', '
 describe('Varlink IDL parser', () => {
   const tokenSoup = fc.array(fc.constantFrom(...IDL_TOKENS), { maxLength: 60 }).map((t) => t.join(' '));
   const mutated = fc
-    .tuple(fc.constantFrom(MOUNT_FILE_SYSTEM_IDL, MNTFSD_STATUS_IDL), fc.array(fc.tuple(fc.nat(), fc.nat({ max: 3 }), fc.string({ maxLength: 3 })), { minLength: 1, maxLength: 4 }))
+    .tuple(fc.constantFrom(MountFileSystem.idl, MntfsdStatus.idl), fc.array(fc.tuple(fc.nat(), fc.nat({ max: 3 }), fc.string({ maxLength: 3 })), { minLength: 1, maxLength: 4 }))
     .map(([text, edits]) => {
       let t = text;
       for (const [pos, del, ins] of edits) {
@@ -418,7 +419,7 @@ describe('Varlink IDL parser', () => {
 });
 
 describe('Varlink call parameters', () => {
-  const iface = parseInterface(MOUNT_FILE_SYSTEM_IDL);
+  const iface = parseInterface(MountFileSystem.idl);
   const input = iface.methods.get('MountImage')!.input;
   const declared = input.fields.map((f) => f.name);
   // Declared names (often with a plausible value), unknown names, and names special to JS objects.

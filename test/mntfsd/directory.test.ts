@@ -14,7 +14,7 @@ import { parseInterface } from '../../src/ipc/idl.js';
 import { VarlinkServer } from '../../src/ipc/server.js';
 import { FOREIGN_RANGE } from '../../src/id-ranges.js';
 import { startMntfsd, type Mntfsd } from '../../src/mntfsd/daemon.js';
-import { NAMESPACE_RESOURCE_IDL } from '../../src/userdbd/interfaces.js';
+import { NamespaceResource } from '../../src/ipc/interfaces/io.systemd.NamespaceResource.js';
 import { callerWithRange, evalAs1000 } from '../support/clients.js';
 import { type Daemon, startDaemon, startTestUserdbd, type TestUserdbd } from '../support/daemons.js';
 import { assertNoNewFds, openFds } from '../support/fds.js';
@@ -327,7 +327,7 @@ describe('MountDirectory: refusals', () => {
     const seen: Array<{ userns: number; mountIsDir: boolean }> = [];
     const fake = new VarlinkServer({ product: 'fake userdbd' });
     fake.addService({
-      iface: parseInterface(NAMESPACE_RESOURCE_IDL),
+      iface: parseInterface(NamespaceResource.idl),
       handlers: {
         AddMountToUserNamespace: async (_p, ctx) => {
           seen.push({ userns: fs.fstatSync(ctx.fd(0, 'userNamespaceFileDescriptor')).ino, mountIsDir: fs.fstatSync(ctx.fd(1, 'mountFileDescriptor')).isDirectory() });
