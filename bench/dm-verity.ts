@@ -59,7 +59,7 @@ function shmemKiB(): number {
   return Number(/^Shmem:\s+(\d+) kB/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'))![1]);
 }
 
-/** A private tree like the repo's with the shipped bundle built from the current sources (as bench/util.ts createContext). */
+/** A private tree like the repo's with the shipped bundle built from the current sources (as test/support/figures.ts createContext). */
 async function bundle(dir: string): Promise<void> {
   const root = path.join(dir, 'root');
   fs.mkdirSync(root);

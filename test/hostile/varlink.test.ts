@@ -3,20 +3,18 @@
 // Every case must end in the documented error or a clean disconnect, leave the daemon's fd
 // count where it was, and the daemon must keep serving.
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
 import { MAX_MESSAGE_BYTES } from '../../src/ipc/connection.js';
 import { native } from '../../src/native/index.js';
-import { e2eClientAs1000 } from '../support/clients.js';
-import { MntfsdProcess } from '../support/daemons.js';
+import { e2eClientAs1000, evalAs1000 } from '../support/clients.js';
+import { MntfsdProcess, waitForSocket } from '../support/daemons.js';
 import { closeAll } from '../support/fds.js';
 import { makeFileSystem, publish, removeImages, testDir } from '../support/images.js';
+import { startChild } from '../support/processes.js';
 import { rawPeer, type RawPeer } from '../support/raw-peer.js';
-import { userEval } from '../support/user-package.js';
 import { waitFor } from '../support/wait.js';
 
 const MOUNT = 'io.systemd.MountFileSystem.MountImage';
@@ -393,15 +391,13 @@ describe('debug log', () => {
   test('an ignored parameter is logged at debug level with the field, the method and the peer uid (uid 1000)', async () => {
     const sock = path.join(dir, 'debug-log.sock');
     const logFile = `${sock}.log`;
-    const log = fs.openSync(logFile, 'w');
     const main = path.resolve(import.meta.dirname, '../../src/cli/main.ts');
-    const child = spawn(process.execPath, ['--import', 'tsx', main, 'mntfsd', '--listen', sock, '--userdbd', 'none'], {
-      stdio: ['ignore', log, log],
+    const child = startChild([process.execPath, '--import', 'tsx', main, 'mntfsd', '--listen', sock, '--userdbd', 'none'], {
+      logFile,
       env: { ...process.env, MOUNTGATE_LOG_LEVEL: 'debug' },
     });
-    fs.closeSync(log);
     try {
-      await waitFor(() => fs.existsSync(sock) || child.exitCode !== null, 'the debug daemon to listen', 10_000);
+      await waitForSocket(sock, child, { timeoutMs: 10_000 });
       const script = `
         import { VarlinkClient } from '${path.resolve(import.meta.dirname, '../../src/ipc/client.js')}';
         const c = await VarlinkClient.connect(process.argv[1]);
@@ -410,8 +406,7 @@ describe('debug log', () => {
         c.close();
       `;
       // Bundled into the unpacked package: uid 1000 cannot be assumed to read the checkout.
-      const r = await promisify(execFile)('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', process.execPath, userEval('hostile-varlink-debug', script), sock]);
-      assert.ok((JSON.parse(r.stdout) as string[]).includes('io.systemd'));
+      assert.ok((await evalAs1000<string[]>('hostile-varlink-debug', script, [sock], { opening: '[' })).includes('io.systemd'));
       const logged = (): Record<string, unknown> | undefined =>
         fs
           .readFileSync(logFile, 'utf8')
@@ -425,8 +420,7 @@ describe('debug log', () => {
       assert.equal(line.uid, 1000);
       assert.deepEqual(line.fields, ['someFutureFlag']);
     } finally {
-      child.kill('SIGTERM');
-      if (child.exitCode === null) await new Promise((resolve) => child.once('exit', resolve));
+      await child.stop();
     }
   });
 });

@@ -3,7 +3,6 @@
 // in the host's id space; everything else refused with the error saying why.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { buildDdi } from '../../src/image-builder/build-ddi.js';
@@ -11,7 +10,7 @@ import { VarlinkClient } from '../../src/ipc/client.js';
 import { startMntfsd, type Mntfsd } from '../../src/mntfsd/daemon.js';
 import { assertNoNewFds, openFds } from '../support/fds.js';
 import { evalAs1000 } from '../support/clients.js';
-import { handVerityImage, imageDir, makeFileSystem, publish as publishIn, removeImages, repartImage, run, sampleTree, testCertDir, testKey } from '../support/images.js';
+import { handVerityImage, imageDir, makeFileSystem, publish as publishIn, removeImages, repartImage, run, sampleTree, testCertDir, testDir, testKey } from '../support/images.js';
 
 // statfs f_flags (ST_*): what the returned mount enforces.
 const ST_RDONLY = 1;
@@ -75,8 +74,7 @@ const publish = (src: string, name: string, owner = 0): string => publishIn(src,
 
 let trustedDir: string;
 before(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mntfsd-nons-'));
-  fs.chmodSync(dir, 0o755);
+  dir = testDir('mntfsd-nons-');
   sock = path.join(dir, 'mntfsd.sock');
   trustedDir = path.join(dir, 'trusted');
   fs.mkdirSync(trustedDir, { mode: 0o755 });

@@ -3,7 +3,6 @@
 // systemd-repart, sfdisk + mkfs + veritysetup, and `mountgate build`.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { buildDdi } from '../../src/image-builder/build-ddi.js';
@@ -11,7 +10,7 @@ import { startMntfsd, type Mntfsd } from '../../src/mntfsd/daemon.js';
 import { FILE_NAME } from '../../src/mntfsd/verified-copy.js';
 import { callerWithRange, e2eClientAs1000, evalAs1000 } from '../support/clients.js';
 import { startTestUserdbd, type TestUserdbd } from '../support/daemons.js';
-import { flipped, handVerityImage, imageDir, makeFileSystem, publish as publishIn, removeImages, repartImage, run, sampleTree, testCertDir, testKey } from '../support/images.js';
+import { flipped, handVerityImage, imageDir, makeFileSystem, publish as publishIn, removeImages, repartImage, run, sampleTree, testCertDir, testDir, testKey } from '../support/images.js';
 import { loopDevices } from '../support/loops.js';
 import { killAndWait, type UsernsHolder } from '../support/userns.js';
 import { waitFor } from '../support/wait.js';
@@ -60,8 +59,7 @@ const publish = (src: string, name: string, owner = 0): string => publishIn(src,
 const loopsBackedByCopies = (): number => [...loopDevices().values()].filter((f) => f.endsWith(`/${FILE_NAME}`)).length;
 
 before(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mntfsd-e2e-'));
-  fs.chmodSync(dir, 0o755);
+  dir = testDir('mntfsd-e2e-');
   sock = path.join(dir, 'mntfsd.sock');
   trustedDir = path.join(dir, 'trusted');
   fs.mkdirSync(trustedDir, { mode: 0o755 });

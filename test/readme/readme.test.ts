@@ -1,7 +1,7 @@
 // The README's TypeScript example, extracted and run for real as uid 1000 against userdbd and
 // mntfsd started here on private sockets: once with a trusted signed image, once with an image
 // signed by an unknown key. It runs unchanged, its 'mountgate' import resolved in the packed
-// package (test/e2e/user-package.ts), types stripped by esbuild: no tsx, nothing of the checkout.
+// package (test/support/user-package.ts), types stripped by esbuild: no tsx, nothing of the checkout.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';

@@ -1,6 +1,6 @@
 // The unprivileged side of the end-to-end tests, run as uid 1000 via setpriv. Uses only the
 // public client library, imported by the package's name like a container manager would, and
-// prints one JSON line. Run as `node $(userScript('test/e2e/client.ts'))` (user-package.ts), not with tsx.
+// prints one JSON line. Run as `node $(userScript(E2E_CLIENT))` (clients.ts, user-package.ts), not with tsx.
 //
 //   client.ts allocate USERDBD_SOCKET NAME NS_PID [DELEGATE]
 //   client.ts mount MNTFSD_SOCKET IMAGE NS_PID|none [--policy P] [--rw-image] [--scribble]

@@ -14,7 +14,7 @@ export interface TestPolicy {
 }
 
 /** The pin directory of a test policy named `name` (one per test file or daemon). */
-export function testPinDir(name: string): string {
+function testPinDir(name: string): string {
   return `/sys/fs/bpf/mountgate-test-${name}`;
 }
 

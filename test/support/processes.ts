@@ -50,14 +50,6 @@ export function runAsUser(argv: string[], opts: RunOptions = {}): Promise<UserRu
   return runCollecting(['setpriv', ...AS_1000, ...argv], opts);
 }
 
-/** The JSON value on the last line a program printed (the uid-1000 clients print one line);
- * the assertion names its stderr when there is none. */
-export function lastJsonLine<T>(r: UserRun, opening = '{'): T {
-  const line = r.stdout.trim().split('\n').pop() ?? '';
-  if (!line.startsWith(opening)) throw new Error(`client printed no result (exit ${r.status}): ${r.stderr.slice(-1500)}`);
-  return JSON.parse(line) as T;
-}
-
 const STDERR_HEAD = 16384;
 const STDERR_TAIL = 8192;
 

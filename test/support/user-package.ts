@@ -88,7 +88,7 @@ const bundled = new Map<string, string>();
 export function userScript(entry: string): string {
   let outfile = bundled.get(entry);
   if (outfile) return outfile;
-  // Numbered: test/e2e/client.ts and test/userdbd/client.ts may both be in use.
+  // Numbered: e2e-client.ts and userdbd-client.ts may both be in use.
   outfile = path.join(scriptsDir(), `${path.basename(entry).replace(/\.[mc]?tsx?$/, '')}-${bundled.size}.mjs`);
   buildSync({ ...BUNDLE, entryPoints: [entry], outfile });
   fs.chmodSync(outfile, 0o644);

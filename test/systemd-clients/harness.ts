@@ -106,7 +106,7 @@ export function makeTree(root: string): void {
 
 /**
  * Signed DDIs of TREE by the host's systemd-repart (Debian 12's 252), one per file system, signed
- * by a key whose certificate goes into CERTS. The minimum of test/mntfsd/images.ts's
+ * by a key whose certificate goes into CERTS. The minimum of test/support/images.ts's
  * repartImage(), which always images its own sample tree, one without programs to run.
  */
 function repartImages(tmp: string, tree: string, dir: string, certs: string): ClientHarness['repart'] {
