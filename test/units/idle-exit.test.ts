@@ -167,3 +167,15 @@ test('userdbd --idle-exit 2 socket-activated: stays while a namespace is registe
   assert.equal(fs.readdirSync(path.join(state, 'registry')).filter((f) => f.endsWith('.userns')).length, 0);
   assert.ok(a.log().some((r) => r.msg === 'idle, exiting'));
 });
+
+test('--idle-exit takes a number of seconds, 0 for never; anything else is a usage error (status 2)', async () => {
+  for (const [cmd, value] of [['mntfsd', '-1'], ['userdbd', 'soon'], ['mntfsd', '']] as const) {
+    const child = spawn(CLI[0]!, [...CLI.slice(1), cmd, `--idle-exit=${value}`, '--listen', path.join(tmp, 'never.sock')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (err += s));
+    const [status] = (await once(child, 'exit')) as [number | null];
+    assert.equal(status, 2, `${cmd} --idle-exit '${value}': ${err}`);
+    assert.match(err, new RegExp(`^mountgate ${cmd}: --idle-exit must be a number of seconds \\(0: never\\)\\n`));
+    assert.match(err, new RegExp(`default: ${DEFAULT_IDLE_EXIT_SECONDS} when socket-activated`));
+  }
+});
