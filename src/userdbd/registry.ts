@@ -6,7 +6,7 @@
 // keeps a second daemon off the same directory.
 import fs from 'node:fs';
 import path from 'node:path';
-import { z } from '../validation.js';
+import * as z from '../validation.js';
 
 const DelegationSchema = z.object({
   start: z.int().check(z.nonnegative()),

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { z } from '../../src/validation.js';
+import * as z from '../../src/validation.js';
 import {
   MAX_SIGNATURE_PARTITION_SIZE,
   VeritySignatureError,
@@ -72,7 +72,7 @@ async function rejects(p: Promise<unknown> | (() => unknown), kind: SignatureErr
     (err: unknown) => {
       assert.ok(err instanceof VeritySignatureError, `expected VeritySignatureError, got ${String(err)}`);
       assert.equal(err.kind, kind, err.message);
-      if (varlinkError) assert.equal(err.varlinkError, varlinkError);
+      if (varlinkError) assert.equal(err.error, varlinkError);
       return true;
     },
   );
@@ -181,7 +181,7 @@ describe('verity signature', () => {
         await assert.rejects(async () => parseVeritySignature(buf), (err: unknown) => {
           assert.ok(err instanceof VeritySignatureError, `${what}: ${String(err)}`);
           assert.equal(err.kind, 'malformed', what);
-          assert.equal(err.errnoName, 'EBADMSG', what);
+          assert.equal(err.parameters.errnoName, 'EBADMSG', what);
           return true;
         });
       }

@@ -4,7 +4,7 @@
 // partition UUIDs are the root hash's two halves).
 // Nothing here is trusted yet: file-system types are read from unverified bytes and are
 // informational; verify (verity.ts) and re-probe the verified copy before mounting.
-import { z } from '../../validation.js';
+import * as z from '../../validation.js';
 import { fdStat } from '../../sys/stat.js';
 import { MountFsError, incompatible } from '../errors.js';
 import {
