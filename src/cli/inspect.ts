@@ -3,11 +3,10 @@
 // location, policy, dissection, partition selection, signatures), formatted; optionally with
 // every verity-protected byte checked. Mounts nothing.
 import fs from 'node:fs';
-import { VarlinkError } from '../ipc/errors.js';
+import { toVarlinkError } from '../ipc/errors.js';
 import { admitImage, checkSignature, type AdmissionPlan, type SignatureVerdict } from '../mntfsd/admission.js';
 import type { DissectedPartition } from '../mntfsd/ddi/dissect.js';
 import { formatImagePolicy, type Protection } from '../mntfsd/image-policy.js';
-import { toVarlinkError } from '../mntfsd/mount-image.js';
 import { DEFAULT_VERITY_CERT_DIRECTORIES, loadTrustedCertificates, type TrustedCertificate } from '../mntfsd/signature.js';
 import { verifyPartition } from '../mntfsd/verity.js';
 import { parseCommand, singlePositional, type Command } from './args.js';
@@ -80,12 +79,11 @@ export interface InspectOptions {
   onProgress?: (designator: string, done: number, total: number) => void;
 }
 
-/** The Varlink error name MountImage would answer with, and a readable reason. */
+/** The Varlink error name MountImage would answer with, and a readable reason (its log detail). */
 function refusal(err: unknown): { error: string; reason: string } {
   const v = toVarlinkError(err);
-  if (!(v instanceof VarlinkError)) throw v;
-  // The wire error carries no detail; the error's message (a VarlinkError's log detail) does.
-  return { error: v.error, reason: err instanceof Error ? err.message : '' };
+  if (v === undefined) throw err;
+  return { error: v.error, reason: (err as Error).message };
 }
 
 function signatureStatus(verdict: SignatureVerdict | null): SignatureStatus {
@@ -94,7 +92,7 @@ function signatureStatus(verdict: SignatureVerdict | null): SignatureStatus {
     const { subject, fingerprint, certificatePath } = verdict.verified;
     return { status: 'trusted', subject, fingerprint, certificate: certificatePath };
   }
-  return { status: verdict.status, error: verdict.error.varlinkError, message: verdict.error.message };
+  return { status: verdict.status, error: verdict.error.error, message: verdict.error.message };
 }
 
 function describePartition(p: DissectedPartition, table: boolean, use: Protection | null): InspectedPartition {
@@ -147,7 +145,7 @@ export async function inspectImage(imagePath: string, opts: InspectOptions = {})
       report.partitions.push(p);
     }
     if (!plan.admitted) {
-      Object.assign(report, refusal(plan.refusal));
+      Object.assign(report, { error: plan.refusal.error, reason: plan.reason });
     } else if (opts.verify) {
       try {
         await verifyMounts(fd, plan, report, opts.onProgress);

@@ -6,6 +6,7 @@
 // the image policy, dissection, partition selection by the policy, signed partitions only in
 // the host's id space, then per selected partition a known file system and, where it is to be
 // used as signed, its signature. Nothing here mounts or sets up a device.
+import { toVarlinkError, type VarlinkError } from '../ipc/errors.js';
 import { dissectImage, type DissectedImage, type DissectedPartition } from './ddi/dissect.js';
 import { MountFsError } from './errors.js';
 import { evaluatePartition, type Designator, type ImagePolicy, type Protection } from './image-policy.js';
@@ -62,14 +63,21 @@ interface PlanBase {
 export type AdmissionPlan =
   | (PlanBase & { admitted: true; image: DissectedImage; mounts: PlannedMount[] })
   /** `refusal` is what the first failed check threw: MountImage answers with it. */
-  | (PlanBase & { admitted: false; image: DissectedImage | null; refusal: unknown });
+  | (PlanBase & {
+      admitted: false;
+      image: DissectedImage | null;
+      /** The answer to MountImage, from the first check that failed. */
+      refusal: VarlinkError;
+      /** That check's own message, for people (the wire error carries no detail). */
+      reason: string;
+    });
 
 const HOST_ID_SPACE: TrustResult = { trusted: false, reason: 'the host id space: location grants nothing' };
 
 /**
  * Decides on the image behind `fd`. A refusal is part of the plan, with what is known by then.
- * Throws ImagePolicyError for a caller policy that is malformed or leaves nothing allowed: a
- * bad request, refused before the image is looked at.
+ * Throws ImagePolicyError (a VarlinkError) for a caller policy that is malformed or leaves
+ * nothing allowed: a bad request, refused before the image is looked at.
  */
 export async function admitImage(fd: number, req: AdmissionRequest): Promise<AdmissionPlan> {
   const trust = req.hostIdSpace ? HOST_ID_SPACE : checkTrustedImage(fd, req.trustedDirectories);
@@ -98,8 +106,11 @@ export async function admitImage(fd: number, req: AdmissionRequest): Promise<Adm
     }
     for (const p of partitions) p.use = mounts.find((m) => m.partition === p.partition)?.protection ?? null;
     return { admitted: true, trust, policy, partitions, image, mounts };
-  } catch (refusal) {
-    return { admitted: false, trust, policy, partitions, image, refusal };
+  } catch (err) {
+    // What has no Varlink answer is a bug, not a refusal.
+    const refusal = toVarlinkError(err);
+    if (refusal === undefined) throw err;
+    return { admitted: false, trust, policy, partitions, image, refusal, reason: (err as Error).message };
   }
 }
 

@@ -1,7 +1,8 @@
 // Image policies in systemd's syntax (systemd.image-policy(7), src/shared/image-policy.c):
 // "designator=flag+flag:…", an empty designator sets the default for unlisted partitions, and
 // "*" / "-" / "~" are allow / ignore / deny. Parsing is strict (systemd's non-graceful mode).
-import { ERR, VarlinkError, invalidParameter } from '../ipc/errors.js';
+import { ERR, VarlinkError } from '../ipc/errors.js';
+import { MountFileSystem } from '../ipc/interfaces/io.systemd.MountFileSystem.js';
 
 /** In systemd's PartitionDesignator order, which is also the canonical output order. */
 export const DESIGNATORS = [
@@ -9,8 +10,6 @@ export const DESIGNATORS = [
   'root-verity', 'usr-verity', 'root-verity-sig', 'usr-verity-sig', 'tmp', 'var',
 ] as const;
 export type Designator = (typeof DESIGNATORS)[number];
-
-export const DENIED_BY_IMAGE_POLICY = 'io.systemd.MountFileSystem.DeniedByImagePolicy';
 
 const VERITY = 1 << 0;
 const SIGNED = 1 << 1;
@@ -53,21 +52,18 @@ export const MAX_IMAGE_POLICY_LENGTH = 4096;
 
 export type ImagePolicyErrorKind = 'syntax' | 'unknown-designator' | 'unknown-flag' | 'duplicate' | 'too-long' | 'impossible';
 
-/** Parse errors answer InvalidParameter(imagePolicy); an impossible intersection DeniedByImagePolicy. */
-export class ImagePolicyError extends Error {
-  override name = 'ImagePolicyError';
-  readonly varlinkError: string;
-
+/**
+ * A policy that cannot be used, as MountImage answers it: a malformed one is InvalidParameter
+ * (imagePolicy), an intersection that allows nothing DeniedByImagePolicy. The message is for logs.
+ */
+export class ImagePolicyError extends VarlinkError {
   constructor(
     readonly kind: ImagePolicyErrorKind,
     message: string,
   ) {
-    super(message);
-    this.varlinkError = kind === 'impossible' ? DENIED_BY_IMAGE_POLICY : ERR.InvalidParameter;
-  }
-
-  toVarlinkError(): VarlinkError {
-    return this.kind === 'impossible' ? new VarlinkError(DENIED_BY_IMAGE_POLICY) : invalidParameter('imagePolicy');
+    const impossible = kind === 'impossible';
+    super(impossible ? MountFileSystem.error.DeniedByImagePolicy : ERR.InvalidParameter, impossible ? {} : { parameter: 'imagePolicy' }, message);
+    this.name = 'ImagePolicyError';
   }
 }
 

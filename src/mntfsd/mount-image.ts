@@ -4,17 +4,16 @@
 // caller's namespace, hand back mount fds.
 import * as fs from 'node:fs';
 import type { Logger } from 'pino';
-import { ERR, VarlinkError, invalidParameter, permissionDenied, systemError } from '../ipc/errors.js';
+import { ClientDisconnected, invalidParameter, isErrnoError, permissionDenied, toVarlinkError } from '../ipc/errors.js';
 import type { CallContext, HandlerResult } from '../ipc/server.js';
-import { isSysError } from '../sys/errors.js';
 import { MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID } from '../sys/mount-api.js';
 import { userNamespaceInfo } from '../sys/nsfs.js';
 import { fdFlags, fdStat, NSFS_MAGIC, PIDFS_MAGIC, PROC_SUPER_MAGIC, statfsType } from '../sys/stat.js';
-import { admitImage, type AdmissionPlan, type PlannedMount } from './admission.js';
+import { admitImage, type PlannedMount } from './admission.js';
 import { detectFileSystem, type DissectedPartition } from './ddi/dissect.js';
 import { setupVerityDevice } from './dm-verity.js';
-import { MountFsError, isMountFsError } from './errors.js';
-import { formatImagePolicy, ImagePolicyError } from './image-policy.js';
+import { MountFsError } from './errors.js';
+import { formatImagePolicy } from './image-policy.js';
 import type { MountImageParameters } from './interface.js';
 import { mountBlockDevice, mountForCaller, mountPartition, releasePartitionMount, type PartitionMount } from './mount.js';
 import type { CachedMount, MountCache, VerityBackend } from './mount-cache.js';
@@ -146,7 +145,7 @@ export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unk
     const imageFd = ctx.fd(params.imageFileDescriptor, 'imageFileDescriptor');
     const flags = fdFlags(imageFd);
     if (flags.path || !flags.readable || (flags.flags & ~SAFE_FLAGS) !== 0) {
-      throw new MountFsError('BadFileDescriptorFlags', 'image fd flags', { parameter: 'imageFileDescriptor' }).toVarlink();
+      throw new MountFsError('BadFileDescriptorFlags', 'image fd flags', { parameter: 'imageFileDescriptor' });
     }
     const st = fdStat(imageFd);
     if (!st.isFile && !st.isBlockDevice) throw invalidParameter('imageFileDescriptor');
@@ -159,18 +158,14 @@ export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unk
     const hostIdSpace = usernsFd === null && ctx.peer.uid !== 0;
     if (hostIdSpace && params.readOnly === false) throw permissionDenied();
 
-    let plan: AdmissionPlan;
-    try {
-      plan = await admitImage(imageFd, {
-        trustedDirectories: cfg.trustedDirectories,
-        certificateDirectories: cfg.certificateDirectories,
-        hostIdSpace,
-        callerPolicy: params.imagePolicy ?? undefined,
-      });
-    } catch (err) {
-      throw toVarlinkError(err);
-    }
-    if (!plan.admitted) throw toVarlinkError(plan.refusal);
+    // A malformed or impossible caller imagePolicy throws here (ImagePolicyError, a VarlinkError).
+    const plan = await admitImage(imageFd, {
+      trustedDirectories: cfg.trustedDirectories,
+      certificateDirectories: cfg.certificateDirectories,
+      hostIdSpace,
+      callerPolicy: params.imagePolicy ?? undefined,
+    });
+    if (!plan.admitted) throw plan.refusal;
     const { image, mounts: planned } = plan;
     // Untrusted images are always read-only; so is an image the caller could only read.
     const readOnly = params.readOnly === true || !plan.trust.trusted || !flags.writable;
@@ -205,7 +200,8 @@ export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unk
         fds: mounts.map((m) => m.fd),
       };
     } catch (err) {
-      throw toVarlinkError(err);
+      // errno failures on the caller's image and mounts are answered, not logged as the daemon's.
+      throw toVarlinkError(err) ?? err;
     }
   };
 }
@@ -236,7 +232,7 @@ async function mountPlanned(
       const m = p.protection === 'unprotected' ? mountUnprotected(imageFd, p, readOnly, usernsFd, extraAttrs) : await mountVerified(cfg, imageFd, p, usernsFd, ctx.peer.uid, extraAttrs);
       mounted.push({ partition: p.partition, ...m });
       if (usernsFd !== null && cfg.registerMount) await cfg.registerMount(usernsFd, m.fd);
-      if (ctx.disconnected) throw new Error('client disconnected');
+      if (ctx.disconnected) throw new ClientDisconnected();
     }
     return mounted;
   } catch (err) {
@@ -336,7 +332,7 @@ function mountDmVerity(cfg: MountImageConfig, imageFd: number, p: DissectedParti
     partition = mountBlockDevice(dev.devPath, { designator: p.designator, fileSystemType: dev.fileSystemType, readOnly: true });
   } catch (err) {
     dev.destroy();
-    if ((err as { code?: unknown }).code === 'EIO') throw new MountFsError('VerityFailure', `${p.designator}: file system metadata does not match the hash tree`);
+    if (isErrnoError(err) && err.code === 'EIO') throw new MountFsError('VerityFailure', `${p.designator}: file system metadata does not match the hash tree`);
     throw err;
   }
   try {
@@ -348,19 +344,4 @@ function mountDmVerity(cfg: MountImageConfig, imageFd: number, p: DissectedParti
     throw err;
   }
   return { partition, fileSystemType: dev.fileSystemType, rootHash, verity: 'dm-verity' };
-}
-
-/** instanceof would need the lazily loaded module. */
-function isVeritySignatureError(err: unknown): err is Error & { toVarlinkError(): VarlinkError } {
-  return err instanceof Error && err.name === 'VeritySignatureError' && typeof (err as { toVarlinkError?: unknown }).toVarlinkError === 'function';
-}
-
-export function toVarlinkError(err: unknown): Error {
-  if (err instanceof VarlinkError) return err;
-  if (isMountFsError(err)) return err.toVarlink();
-  if (isVeritySignatureError(err)) return err.toVarlinkError();
-  if (err instanceof ImagePolicyError) return err.toVarlinkError();
-  if (isSysError(err)) return systemError(err);
-  if (err instanceof Error && err.message === 'client disconnected') return new VarlinkError(ERR.System, { origin: 'linux', errnoName: 'ECONNRESET', errno: 104 });
-  return err instanceof Error ? err : new Error(String(err));
 }

@@ -10,7 +10,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { Pkcs7FormatError, isSigner, parseSignedData, verifySignedData, type SignedData } from './pkcs7.js';
-import { ERR, VarlinkError, systemError } from '../ipc/errors.js';
+import { VarlinkError, systemError } from '../ipc/errors.js';
+import { MountFileSystem } from '../ipc/interfaces/io.systemd.MountFileSystem.js';
 
 /** systemd refuses signature partitions larger than this (dissect-image.c). */
 export const MAX_SIGNATURE_PARTITION_SIZE = 4 * 1024 * 1024;
@@ -20,8 +21,6 @@ const MAX_CERTIFICATE_FILE_SIZE = 1024 * 1024;
 import { DEFAULT_VERITY_CERT_DIRECTORIES } from './verity-cert-directories.js';
 
 export { DEFAULT_VERITY_CERT_DIRECTORIES };
-
-export const KEY_NOT_FOUND = 'io.systemd.MountFileSystem.KeyNotFound';
 
 export type SignatureErrorKind =
   /** Partition content bigger than MAX_SIGNATURE_PARTITION_SIZE. */
@@ -36,28 +35,32 @@ export type SignatureErrorKind =
   | 'signature-invalid';
 
 /**
- * Verity signature failure. `varlinkError` is the error name MountImage answers with: systemd maps
- * both "no key" and "signature does not verify" to ENOKEY → KeyNotFound; content errors are
- * `io.systemd.System` with the errno systemd uses (EFBIG, EBADMSG).
+ * What MountImage answers for each kind of signature failure: systemd maps both "no key" and
+ * "signature does not verify" to ENOKEY, which is KeyNotFound; content errors are
+ * io.systemd.System with the errno systemd uses (EFBIG, EBADMSG).
  */
-export class VeritySignatureError extends Error {
-  override name = 'VeritySignatureError';
-  readonly varlinkError: string;
-  /** errno name for `io.systemd.System` replies; undefined for KeyNotFound. */
-  readonly errnoName: string | undefined;
+function wireError(kind: SignatureErrorKind): VarlinkError {
+  switch (kind) {
+    case 'key-not-found':
+    case 'signature-invalid':
+      return new VarlinkError(MountFileSystem.error.KeyNotFound);
+    case 'too-large':
+      return systemError('EFBIG');
+    case 'malformed':
+    case 'root-hash-mismatch':
+      return systemError('EBADMSG');
+  }
+}
 
+/** Verity signature failure, carrying the Varlink error MountImage answers with; the message is for logs. */
+export class VeritySignatureError extends VarlinkError {
   constructor(
     readonly kind: SignatureErrorKind,
     message: string,
   ) {
-    super(message);
-    const errno = kind === 'too-large' ? 'EFBIG' : kind === 'key-not-found' || kind === 'signature-invalid' ? undefined : 'EBADMSG';
-    this.errnoName = errno;
-    this.varlinkError = errno === undefined ? KEY_NOT_FOUND : ERR.System;
-  }
-
-  toVarlinkError(): VarlinkError {
-    return this.errnoName === undefined ? new VarlinkError(this.varlinkError) : systemError(this.errnoName);
+    const wire = wireError(kind);
+    super(wire.error, wire.parameters, message);
+    this.name = 'VeritySignatureError';
   }
 }
 

@@ -86,8 +86,8 @@ describe('image policy', () => {
       }
     })();
     assert.ok(err instanceof ImagePolicyError);
-    assert.equal(err.varlinkError, 'org.varlink.service.InvalidParameter');
-    assert.deepEqual(err.toVarlinkError().parameters, { parameter: 'imagePolicy' });
+    assert.equal(err.error, 'org.varlink.service.InvalidParameter');
+    assert.deepEqual(err.parameters, { parameter: 'imagePolicy' });
   });
 
   it('intersects', () => {
@@ -128,7 +128,7 @@ describe('image policy', () => {
       meet(untrusted, 'root=verity');
     } catch (err) {
       assert.ok(err instanceof ImagePolicyError);
-      assert.equal(err.varlinkError, 'io.systemd.MountFileSystem.DeniedByImagePolicy');
+      assert.equal(err.error, 'io.systemd.MountFileSystem.DeniedByImagePolicy');
     }
   });
 
