@@ -2,9 +2,10 @@
 // ranges (or the caller's own ids, type "self") to empty user namespaces passed in by their
 // owners, registers initialized ones, and hands out cgroups and network interfaces.
 // The daemon never keeps a namespace fd past the call (that would keep it alive); it keeps the
-// inode and NS_GET_ID, learns deaths from the BPF policy and proves them with nsfs handles.
+// inode and NS_GET_ID. These are the methods only: the lifecycle of what they register
+// (release once a death is proven, reaping, settling, the owner cap) is the manager's
+// (manager.ts), handing out cgroups is delegation.ts's.
 import fs from 'node:fs';
-import path from 'node:path';
 import type { CallContext, Service } from '../ipc/server.js';
 import { VarlinkError, invalidParameter, permissionDenied, systemError } from '../ipc/errors.js';
 import { serve } from '../ipc/interfaces/define.js';
@@ -22,43 +23,31 @@ import {
 } from '../ipc/interfaces/io.systemd.NamespaceResource.js';
 import { FOREIGN_RANGE } from '../id-ranges.js';
 import type { Logger } from '../log.js';
-import { nsGetParent, openUserNamespaceByHandle, userNamespaceInfo, userNamespaceLiveness, type UserNamespaceInfo } from '../sys/nsfs.js';
-import { fdFlags, statfsType } from '../sys/stat.js';
+import { nsGetParent, userNamespaceInfo, userNamespaceLiveness, type UserNamespaceInfo } from '../sys/nsfs.js';
+import { fdFlags } from '../sys/stat.js';
 import type { UserNamespaceMember } from '../sys/nshelper.js';
 import { joinUserNamespace } from '../sys/userns-joiner.js';
 import { nameHash, namespaceName } from './naming.js';
 import { CONTAINER_SIZE, HostIds, pickRange, type IdRange } from './range-allocator.js';
 import type { NamespaceRecord, Registry } from './registry.js';
 import { writeMaps, type MapLine } from './map-writer.js';
-import { MAX_NETIFS, createNetif, hostIfname, isValidIfname, removeNetif, validateNetns, type CreatedNetif, type NetifMode } from './netif.js';
+import { MAX_NETIFS, createNetif, hostIfname, isValidIfname, validateNetns, type CreatedNetif, type NetifMode } from './netif.js';
 
-import type { NamespaceDeath, PolicyStatus } from '../bpf/policy.js';
+import { MAX_CGROUPS, controlGroupOf, delegateControlGroup } from './delegation.js';
+import { NamespaceManager, readMap, type NamespacePolicy } from './manager.js';
 
-export type { NamespaceDeath, PolicyStatus } from '../bpf/policy.js';
+export type { NamespaceDeath, NamespacePolicy, PolicyStatus } from './manager.js';
 
-/** What the daemon needs from the BPF policy (src/bpf/policy.ts UsernsPolicy satisfies it). */
-export interface NamespacePolicy {
-  status(): PolicyStatus;
-  manage(usernsInode: number): void;
-  unmanage(usernsInode: number): void;
-  denySetgroups(usernsInode: number): void;
-  deaths(): AsyncIterable<NamespaceDeath>;
-  close(): void;
-}
-
-export const USERNS_PER_UID = 256;
 export const MAX_DELEGATIONS = 16;
-/** Upstream checks `> 16`, so 17 fit; we keep the documented 16. */
-export const MAX_CGROUPS = 16;
 const UID_INVALID = 0xffffffff;
-const CGROUP2_SUPER_MAGIC = 0x63677270;
-const CGROUP_ROOT = '/sys/fs/cgroup';
 /** Everything the daemon's own namespace maps (a direct child may get any free range). */
 const WHOLE_ID_SPACE: IdRange[] = [{ start: 0, size: UID_INVALID }];
 
 export interface NamespaceResourceOptions {
   registry: Registry;
   policy?: NamespacePolicy;
+  /** The daemon's manager of the namespace lifecycle; one over registry and policy if not given. */
+  manager?: NamespaceManager;
   /** Allocate even though the policy is not enforcing (--allow-without-policy). */
   allowWithoutPolicy?: boolean;
   hostIds?: HostIds;
@@ -99,6 +88,8 @@ interface Maps {
 export class NamespaceResource {
   private readonly registry: Registry;
   private readonly policy: NamespacePolicy | undefined;
+  /** The namespace lifecycle: releasing, reaping, settling, the owner cap (manager.ts). */
+  readonly manager: NamespaceManager;
   private readonly hostIds: HostIds;
   private readonly ownUserns = fs.statSync('/proc/self/ns/user').ino;
   private readonly policyActive: boolean;
@@ -107,11 +98,31 @@ export class NamespaceResource {
   constructor(opts: NamespaceResourceOptions) {
     this.registry = opts.registry;
     this.policy = opts.policy;
+    this.manager = opts.manager ?? new NamespaceManager({ registry: opts.registry, policy: opts.policy, logger: opts.logger });
     this.hostIds = opts.hostIds ?? new HostIds();
     this.log = opts.logger;
     // Checked once: status() counts the managed map, too slow for every call.
     const st = opts.policy?.status();
     this.policyActive = st !== undefined && ((st.lsm && st.attached) || opts.allowWithoutPolicy === true);
+  }
+
+  // Until userdbd/daemon.ts calls its manager directly (resource.manager, or a NamespaceManager
+  // of its own passed in as `manager`).
+  /** @deprecated manager.release() */
+  release(inode: number): Promise<boolean> {
+    return this.manager.release(inode);
+  }
+  /** @deprecated manager.reapDead() */
+  reapDead(): Promise<number> {
+    return this.manager.reapDead();
+  }
+  /** @deprecated manager.settlePending() */
+  settlePending(): Promise<number> {
+    return this.manager.settlePending();
+  }
+  /** @deprecated manager.manageAll() */
+  manageAll(): void {
+    this.manager.manageAll();
   }
 
   service(): Service {
@@ -122,83 +133,6 @@ export class NamespaceResource {
       AddControlGroupToUserNamespace: async (p, ctx) => ({ parameters: await this.addControlGroup(p, ctx) }),
       AddNetworkToUserNamespace: (p, ctx) => this.addNetwork(p, ctx),
     });
-  }
-
-  /** Handles a death report: releases the namespace unless it is provably alive (then the
-   * report was about an older namespace with a recycled inode). */
-  async release(inode: number): Promise<boolean> {
-    return this.registry.exclusive(() => {
-      const rec = this.registry.byUserns(inode);
-      if (!rec || userNamespaceLiveness(rec.nsId, rec.userns) === 'alive') return false;
-      this.drop(rec);
-      return true;
-    });
-  }
-
-  /** Reaps every registered namespace that is dead (startup reconciliation, periodic sweep). */
-  async reapDead(): Promise<number> {
-    return this.registry.exclusive(() => {
-      let n = 0;
-      for (const rec of this.registry.all()) {
-        if (userNamespaceLiveness(rec.nsId, rec.userns) === 'dead') {
-          this.drop(rec);
-          n++;
-        }
-      }
-      return n;
-    });
-  }
-
-  /** Settles allocations a crash cut off between the record and the maps (startup): a living
-   * namespace keeps its record if its maps were written, otherwise the record goes. */
-  async settlePending(): Promise<number> {
-    return this.registry.exclusive(async () => {
-      let dropped = 0;
-      for (const rec of this.registry.all()) {
-        if (!rec.pending) continue;
-        let fd: number;
-        try {
-          fd = openUserNamespaceByHandle(rec.nsId, rec.userns);
-        } catch {
-          continue; // dead or unknown: the liveness sweep decides
-        }
-        try {
-          const member = await joinUserNamespace(fd);
-          let mapped: boolean;
-          try {
-            mapped = readMap(member.pid, 'uid_map') !== '';
-          } finally {
-            await member.release();
-          }
-          if (mapped) this.markMapped(rec.userns);
-          else {
-            this.drop(rec);
-            dropped++;
-          }
-        } finally {
-          fs.closeSync(fd);
-        }
-      }
-      return dropped;
-    });
-  }
-
-  /** Clears the pending mark once the maps are written; runs under the registry lock. */
-  private markMapped(inode: number): void {
-    const cur = this.registry.byUserns(inode);
-    if (!cur?.pending) return;
-    const done: NamespaceRecord = { ...cur };
-    delete done.pending;
-    this.registry.put(done);
-  }
-
-  /** Puts every registered namespace (back) under the policy, e.g. after a daemon restart;
-   * "self" namespaces get their setgroups() denial back, too. */
-  manageAll(): void {
-    for (const rec of this.registry.all()) {
-      this.policy?.manage(rec.userns);
-      if (rec.type === 'self') this.policy?.denySetgroups(rec.userns);
-    }
   }
 
   private requirePolicy(): NamespacePolicy {
@@ -232,10 +166,10 @@ export class NamespaceResource {
           if (req.type === 'self') policy.denySetgroups(rec.userns);
           await writeMaps(fd, member.pid, t.parent?.fd ?? null, maps.uid, maps.gid);
         } catch (e) {
-          await this.registry.exclusive(() => this.drop(rec));
+          await this.registry.exclusive(() => this.manager.drop(rec));
           throw e;
         }
-        await this.registry.exclusive(() => this.markMapped(rec.userns));
+        await this.registry.exclusive(() => this.manager.markMapped(rec.userns));
         return { name };
       } finally {
         if (t.parent) fs.closeSync(t.parent.fd);
@@ -250,11 +184,11 @@ export class NamespaceResource {
     const { info, parent } = t;
     const existing = this.registry.byUserns(info.inode);
     if (existing) {
-      if (!this.reapIfDead(existing)) throw new NamespaceResourceError('UserNamespaceExists');
+      if (!this.manager.reapIfDead(existing)) throw new NamespaceResourceError('UserNamespaceExists');
     }
     const sameName = this.registry.findName(name);
-    if (sameName && !this.reapIfDead(sameName)) throw new NamespaceResourceError('NameExists');
-    this.enforceOwnerCap(owner);
+    if (sameName && !this.manager.reapIfDead(sameName)) throw new NamespaceResourceError('NameExists');
+    this.manager.enforceOwnerCap(owner);
 
     // Only what the parent got delegated is mapped 1:1 there and may be handed on (asked for
     // only when something is picked: a "self" namespace without delegations needs none).
@@ -305,7 +239,7 @@ export class NamespaceResource {
   /** Is [start, start+size) free for a namespace whose parent is `parentInode` (undefined: ours)? */
   private isFree(start: number, size: number, parentInode: number | undefined): boolean {
     for (const other of [this.registry.findUidStart(start), this.registry.findGidStart(start)]) {
-      if (other && !this.reapIfDead(other)) return false;
+      if (other && !this.manager.reapIfDead(other)) return false;
     }
     if (size === CONTAINER_SIZE) {
       const holder = this.registry.delegationHolder(start);
@@ -313,42 +247,6 @@ export class NamespaceResource {
     }
     // Host users and groups only matter where the daemon's own IDs are handed out.
     return parentInode !== undefined || !this.hostIds.overlaps(start, size);
-  }
-
-  private enforceOwnerCap(owner: number): void {
-    const owned = this.registry.ownedBy(owner);
-    if (owned.length < USERNS_PER_UID) return;
-    for (const inode of owned) {
-      const rec = this.registry.byUserns(inode);
-      if (rec) this.reapIfDead(rec);
-    }
-    if (this.registry.ownedBy(owner).length >= USERNS_PER_UID) throw systemError('EUSERS');
-  }
-
-  /** Drops a record whose namespace is provably dead; returns whether it did. */
-  private reapIfDead(rec: NamespaceRecord): boolean {
-    if (userNamespaceLiveness(rec.nsId, rec.userns) !== 'dead') return false;
-    this.drop(rec);
-    return true;
-  }
-
-  /** Forgets a namespace: registry record (delegations return to the previous holder), policy
-   * entry, delegated cgroups, host-side network interfaces. Runs under the registry lock. */
-  private drop(rec: NamespaceRecord): void {
-    this.registry.remove(rec.userns);
-    try {
-      this.policy?.unmanage(rec.userns);
-    } catch {
-      // the kernel drops entries of dead namespaces itself
-    }
-    for (const cg of rec.cgroups) removeCgroup(cg);
-    for (const n of rec.netifs ?? []) {
-      try {
-        removeNetif(n.name);
-      } catch (err) {
-        this.log?.warn({ err, userns: rec.userns, netif: n.name }, 'host interface of a released namespace not removed');
-      }
-    }
   }
 
   private async register(p: RegisterUserNamespaceParameters, ctx: CallContext): Promise<RegisterUserNamespaceReply> {
@@ -366,10 +264,10 @@ export class NamespaceResource {
     }
     await this.registry.exclusive(() => {
       const existing = this.registry.byUserns(info.inode);
-      if (existing && !this.reapIfDead(existing)) throw new NamespaceResourceError('UserNamespaceExists');
+      if (existing && !this.manager.reapIfDead(existing)) throw new NamespaceResourceError('UserNamespaceExists');
       const sameName = this.registry.findName(name);
-      if (sameName && !this.reapIfDead(sameName)) throw new NamespaceResourceError('NameExists');
-      this.enforceOwnerCap(ctx.peer.uid);
+      if (sameName && !this.manager.reapIfDead(sameName)) throw new NamespaceResourceError('NameExists');
+      this.manager.enforceOwnerCap(ctx.peer.uid);
       const rec: NamespaceRecord = { userns: info.inode, nsId: info.nsId, owner: ctx.peer.uid, name, size: 0, cgroups: [], delegates: [] };
       this.registry.put(rec);
       try {
@@ -397,13 +295,8 @@ export class NamespaceResource {
     const rec = this.registeredRecord(ctx.fd(p.userNamespaceFileDescriptor, 'userNamespaceFileDescriptor'));
     if (rec.size === 0 || rec.start === undefined) throw new NamespaceResourceError('UserNamespaceWithoutUserRange');
     const cfd = ctx.fd(p.controlGroupFileDescriptor, 'controlGroupFileDescriptor');
-    // An O_PATH fd passes fstat/fstatfs but cannot be fchown'd: refuse it before anything.
-    if (fdFlags(cfd).path) throw invalidParameter('controlGroupFileDescriptor');
-    const st = fs.fstatSync(cfd);
-    if (!st.isDirectory() || statfsType(cfd) !== CGROUP2_SUPER_MAGIC) throw invalidParameter('controlGroupFileDescriptor');
-    const dir = fs.readlinkSync(`/proc/self/fd/${cfd}`);
-    if (!dir.startsWith(`${CGROUP_ROOT}/`)) throw invalidParameter('controlGroupFileDescriptor');
-    if (ctx.peer.uid !== 0 && (rec.owner !== ctx.peer.uid || st.uid !== ctx.peer.uid)) throw permissionDenied();
+    const { dir, uid: dirOwner } = controlGroupOf(cfd);
+    if (ctx.peer.uid !== 0 && (rec.owner !== ctx.peer.uid || dirOwner !== ctx.peer.uid)) throw permissionDenied();
     const uid = rec.start;
     const gid = rec.startGid ?? rec.start;
     await this.registry.exclusive(() => {
@@ -411,13 +304,7 @@ export class NamespaceResource {
       if (!cur) throw new NamespaceResourceError('UserNamespaceNotRegistered');
       if (cur.cgroups.includes(dir)) throw new NamespaceResourceError('ControlGroupAlreadyAdded');
       if (cur.cgroups.length >= MAX_CGROUPS) throw new NamespaceResourceError('TooManyControlGroups');
-      fs.fchownSync(cfd, uid, gid);
-      fs.fchmodSync(cfd, 0o755);
-      for (const f of ['cgroup.procs', 'cgroup.subtree_control', 'cgroup.threads']) {
-        const file = `/proc/self/fd/${cfd}/${f}`;
-        fs.chownSync(file, uid, gid);
-        fs.chmodSync(file, 0o644);
-      }
+      delegateControlGroup(cfd, uid, gid);
       this.registry.put({ ...cur, cgroups: [...cur.cgroups, dir] });
     });
     return {};
@@ -611,9 +498,6 @@ async function rootUid(fd: number): Promise<number> {
   return l.outside;
 }
 
-function readMap(pid: number, file: 'uid_map' | 'gid_map'): string {
-  return fs.readFileSync(`/proc/${pid}/${file}`, 'utf8').trim();
-}
 
 /** validate_userns_is_safe() in nsresourcework.c: one line each, uid and gid maps alike, starting at
  * the peer's own IDs, mapping to 0 inside when more than one ID is mapped. */
@@ -636,25 +520,4 @@ function checkRegisterable(uidMap: string, gidMap: string, peer: { uid: number; 
     g[1] === peer.gid &&
     (u[2] === 1 || u[0] === 0);
   if (!ok) throw invalidParameter('userNamespaceFileDescriptor');
-}
-
-/** Removes a delegated cgroup subtree (directories only, never outside or at the root). */
-function removeCgroup(dir: string): void {
-  const rel = path.relative(CGROUP_ROOT, dir);
-  if (!rel || rel.startsWith('..') || path.isAbsolute(rel)) return;
-  const rmTree = (d: string): void => {
-    let entries: fs.Dirent[];
-    try {
-      entries = fs.readdirSync(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) if (e.isDirectory()) rmTree(path.join(d, e.name));
-    try {
-      fs.rmdirSync(d);
-    } catch {
-      // still populated or already gone: nothing more we may do
-    }
-  };
-  rmTree(dir);
 }
