@@ -28,22 +28,9 @@ method GetStatus() -> (
 `);
 
 // --- generated from the IDL by typegen.ts: do not edit below ---
-export type CachedImage = {
-  rootHash: string;
-  fileSystemType: string;
-};
+export type CachedImage = { rootHash: string; fileSystemType: string };
 export type GetStatusParameters = Record<string, never>;
-export type GetStatusReply = {
-  cachedImages: CachedImage[];
-  cacheHits: number;
-  verifications: number;
-  mountsHandedOut: number;
-  copyBytesInMemory: number;
-  copyBytesOnDisk: number;
-  copyMemoryBudget: number;
-};
-export type Methods = {
-  GetStatus: { parameters: GetStatusParameters; reply: GetStatusReply };
-};
+export type GetStatusReply = { cachedImages: CachedImage[]; cacheHits: number; verifications: number; mountsHandedOut: number; copyBytesInMemory: number; copyBytesOnDisk: number; copyMemoryBudget: number };
+export type Methods = { GetStatus: { parameters: GetStatusParameters; reply: GetStatusReply } };
 export type Errors = Record<string, never>;
 // --- end of generated types ---

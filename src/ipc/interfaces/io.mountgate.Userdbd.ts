@@ -46,32 +46,10 @@ method GetStatus() -> (
 `);
 
 // --- generated from the IDL by typegen.ts: do not edit below ---
-export type PolicyState = {
-  lsm: boolean;
-  attached: boolean;
-  pinned: boolean;
-  managed: number;
-  hooks?: string[] | null;
-  reason?: string | null;
-};
-export type Namespace = {
-  name: string;
-  owner: number;
-  userNamespaceInode: number;
-  base: number;
-  size: number;
-  delegations: number[];
-  type?: string | null;
-  mapForeign?: boolean | null;
-  networkInterfaces?: string[] | null;
-};
+export type PolicyState = { lsm: boolean; attached: boolean; pinned: boolean; managed: number; hooks?: string[] | null; reason?: string | null };
+export type Namespace = { name: string; owner: number; userNamespaceInode: number; base: number; size: number; delegations: number[]; type?: string | null; mapForeign?: boolean | null; networkInterfaces?: string[] | null };
 export type GetStatusParameters = Record<string, never>;
-export type GetStatusReply = {
-  policy: PolicyState;
-  namespaces: Namespace[];
-};
-export type Methods = {
-  GetStatus: { parameters: GetStatusParameters; reply: GetStatusReply };
-};
+export type GetStatusReply = { policy: PolicyState; namespaces: Namespace[] };
+export type Methods = { GetStatus: { parameters: GetStatusParameters; reply: GetStatusReply } };
 export type Errors = Record<string, never>;
 // --- end of generated types ---

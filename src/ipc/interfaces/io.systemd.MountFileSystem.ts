@@ -178,78 +178,14 @@ export class MountFsError<K extends MountFsErrorName = MountFsErrorName> extends
 
 // --- generated from the IDL by typegen.ts: do not edit below ---
 export type PartitionDesignator = 'root' | 'usr' | 'home' | 'srv' | 'esp' | 'xbootldr' | 'swap' | 'root_verity' | 'usr_verity' | 'root_verity_sig' | 'usr_verity_sig' | 'tmp' | 'var';
-export type PartitionInfo = {
-  designator: PartitionDesignator;
-  writable: boolean;
-  growFileSystem: boolean;
-  partitionNumber?: number | null;
-  architecture?: string | null;
-  partitionUuid?: string | null;
-  fileSystemType: string;
-  partitionLabel?: string | null;
-  size: number;
-  offset: number;
-  mountFileDescriptor: number;
-  mountPoint?: string[] | null;
-};
+export type PartitionInfo = { designator: PartitionDesignator; writable: boolean; growFileSystem: boolean; partitionNumber?: number | null; architecture?: string | null; partitionUuid?: string | null; fileSystemType: string; partitionLabel?: string | null; size: number; offset: number; mountFileDescriptor: number; mountPoint?: string[] | null };
 export type MountMapMode = 'root' | 'foreign' | 'identity' | 'auto';
-export type MountImageParameters = {
-  imageFileDescriptor: number;
-  userNamespaceFileDescriptor?: number | null;
-  readOnly?: boolean | null;
-  growFileSystems?: boolean | null;
-  password?: string | null;
-  imagePolicy?: string | null;
-  mountOptions?: Record<string, string> | null;
-  relaxExtensionReleaseChecks?: boolean | null;
-  veritySharing?: boolean | null;
-  verityDataFileDescriptor?: number | null;
-  verityRootHash?: string | null;
-  verityRootHashSignature?: string | null;
-  allowInteractiveAuthentication?: boolean | null;
-};
-export type MountImageReply = {
-  partitions: PartitionInfo[];
-  imagePolicy: string;
-  imageSize: number;
-  sectorSize: number;
-  imageName?: string | null;
-  imageUuid?: string | null;
-  singleFileSystem: boolean;
-};
-export type MountDirectoryParameters = {
-  directoryFileDescriptor: number;
-  userNamespaceFileDescriptor?: number | null;
-  readOnly?: boolean | null;
-  mode?: MountMapMode | null;
-  allowInteractiveAuthentication?: boolean | null;
-};
-export type MountDirectoryReply = {
-  mountFileDescriptor: number;
-};
-export type MakeDirectoryParameters = {
-  parentFileDescriptor: number;
-  name: string;
-  mode?: number | null;
-  allowInteractiveAuthentication?: boolean | null;
-};
-export type MakeDirectoryReply = {
-  directoryFileDescriptor: number;
-};
-export type Methods = {
-  MountImage: { parameters: MountImageParameters; reply: MountImageReply };
-  MountDirectory: { parameters: MountDirectoryParameters; reply: MountDirectoryReply };
-  MakeDirectory: { parameters: MakeDirectoryParameters; reply: MakeDirectoryReply };
-};
-export type Errors = {
-  IncompatibleImage: Record<string, never>;
-  MultipleRootPartitionsFound: Record<string, never>;
-  RootPartitionNotFound: Record<string, never>;
-  DeniedByImagePolicy: Record<string, never>;
-  KeyNotFound: Record<string, never>;
-  VerityFailure: Record<string, never>;
-  BadFileDescriptorFlags: {
-    parameter: string;
-  };
-};
+export type MountImageParameters = { imageFileDescriptor: number; userNamespaceFileDescriptor?: number | null; readOnly?: boolean | null; growFileSystems?: boolean | null; password?: string | null; imagePolicy?: string | null; mountOptions?: Record<string, string> | null; relaxExtensionReleaseChecks?: boolean | null; veritySharing?: boolean | null; verityDataFileDescriptor?: number | null; verityRootHash?: string | null; verityRootHashSignature?: string | null; allowInteractiveAuthentication?: boolean | null };
+export type MountImageReply = { partitions: PartitionInfo[]; imagePolicy: string; imageSize: number; sectorSize: number; imageName?: string | null; imageUuid?: string | null; singleFileSystem: boolean };
+export type MountDirectoryParameters = { directoryFileDescriptor: number; userNamespaceFileDescriptor?: number | null; readOnly?: boolean | null; mode?: MountMapMode | null; allowInteractiveAuthentication?: boolean | null };
+export type MountDirectoryReply = { mountFileDescriptor: number };
+export type MakeDirectoryParameters = { parentFileDescriptor: number; name: string; mode?: number | null; allowInteractiveAuthentication?: boolean | null };
+export type MakeDirectoryReply = { directoryFileDescriptor: number };
+export type Methods = { MountImage: { parameters: MountImageParameters; reply: MountImageReply }; MountDirectory: { parameters: MountDirectoryParameters; reply: MountDirectoryReply }; MakeDirectory: { parameters: MakeDirectoryParameters; reply: MakeDirectoryReply } };
+export type Errors = { IncompatibleImage: Record<string, never>; MultipleRootPartitionsFound: Record<string, never>; RootPartitionNotFound: Record<string, never>; DeniedByImagePolicy: Record<string, never>; KeyNotFound: Record<string, never>; VerityFailure: Record<string, never>; BadFileDescriptorFlags: { parameter: string } };
 // --- end of generated types ---

@@ -123,71 +123,16 @@ export class NamespaceResourceError extends VarlinkError {
 
 // --- generated from the IDL by typegen.ts: do not edit below ---
 export type AllocateUserRangeType = 'managed' | 'self';
-export type AllocateUserRangeParameters = {
-  name: string;
-  mangleName?: boolean | null;
-  size: number;
-  target?: number | null;
-  userNamespaceFileDescriptor: number;
-  delegateContainerRanges?: number | null;
-  type?: AllocateUserRangeType | null;
-  mapForeign?: boolean | null;
-  allowInteractiveAuthentication?: boolean | null;
-};
-export type AllocateUserRangeReply = {
-  name?: string | null;
-};
-export type RegisterUserNamespaceParameters = {
-  name: string;
-  mangleName?: boolean | null;
-  userNamespaceFileDescriptor: number;
-  allowInteractiveAuthentication?: boolean | null;
-};
-export type RegisterUserNamespaceReply = {
-  name?: string | null;
-};
-export type AddMountToUserNamespaceParameters = {
-  userNamespaceFileDescriptor: number;
-  mountFileDescriptor: number;
-  allowInteractiveAuthentication?: boolean | null;
-};
+export type AllocateUserRangeParameters = { name: string; mangleName?: boolean | null; size: number; target?: number | null; userNamespaceFileDescriptor: number; delegateContainerRanges?: number | null; type?: AllocateUserRangeType | null; mapForeign?: boolean | null; allowInteractiveAuthentication?: boolean | null };
+export type AllocateUserRangeReply = { name?: string | null };
+export type RegisterUserNamespaceParameters = { name: string; mangleName?: boolean | null; userNamespaceFileDescriptor: number; allowInteractiveAuthentication?: boolean | null };
+export type RegisterUserNamespaceReply = { name?: string | null };
+export type AddMountToUserNamespaceParameters = { userNamespaceFileDescriptor: number; mountFileDescriptor: number; allowInteractiveAuthentication?: boolean | null };
 export type AddMountToUserNamespaceReply = Record<string, never>;
-export type AddControlGroupToUserNamespaceParameters = {
-  userNamespaceFileDescriptor: number;
-  controlGroupFileDescriptor: number;
-  allowInteractiveAuthentication?: boolean | null;
-};
+export type AddControlGroupToUserNamespaceParameters = { userNamespaceFileDescriptor: number; controlGroupFileDescriptor: number; allowInteractiveAuthentication?: boolean | null };
 export type AddControlGroupToUserNamespaceReply = Record<string, never>;
-export type AddNetworkToUserNamespaceParameters = {
-  userNamespaceFileDescriptor: number;
-  networkNamespaceFileDescriptor?: number | null;
-  namespaceInterfaceName?: string | null;
-  mode: string;
-  allowInteractiveAuthentication?: boolean | null;
-};
-export type AddNetworkToUserNamespaceReply = {
-  hostInterfaceName: string;
-  namespaceInterfaceName?: string | null;
-  interfaceFileDescriptor?: number | null;
-};
-export type Methods = {
-  AllocateUserRange: { parameters: AllocateUserRangeParameters; reply: AllocateUserRangeReply };
-  RegisterUserNamespace: { parameters: RegisterUserNamespaceParameters; reply: RegisterUserNamespaceReply };
-  AddMountToUserNamespace: { parameters: AddMountToUserNamespaceParameters; reply: AddMountToUserNamespaceReply };
-  AddControlGroupToUserNamespace: { parameters: AddControlGroupToUserNamespaceParameters; reply: AddControlGroupToUserNamespaceReply };
-  AddNetworkToUserNamespace: { parameters: AddNetworkToUserNamespaceParameters; reply: AddNetworkToUserNamespaceReply };
-};
-export type Errors = {
-  UserNamespaceInterfaceNotSupported: Record<string, never>;
-  NameExists: Record<string, never>;
-  UserNamespaceExists: Record<string, never>;
-  DynamicRangeUnavailable: Record<string, never>;
-  NoDynamicRange: Record<string, never>;
-  UserNamespaceNotRegistered: Record<string, never>;
-  UserNamespaceWithoutUserRange: Record<string, never>;
-  TooManyControlGroups: Record<string, never>;
-  ControlGroupAlreadyAdded: Record<string, never>;
-  TooManyNetworkInterfaces: Record<string, never>;
-  TooManyDelegations: Record<string, never>;
-};
+export type AddNetworkToUserNamespaceParameters = { userNamespaceFileDescriptor: number; networkNamespaceFileDescriptor?: number | null; namespaceInterfaceName?: string | null; mode: string; allowInteractiveAuthentication?: boolean | null };
+export type AddNetworkToUserNamespaceReply = { hostInterfaceName: string; namespaceInterfaceName?: string | null; interfaceFileDescriptor?: number | null };
+export type Methods = { AllocateUserRange: { parameters: AllocateUserRangeParameters; reply: AllocateUserRangeReply }; RegisterUserNamespace: { parameters: RegisterUserNamespaceParameters; reply: RegisterUserNamespaceReply }; AddMountToUserNamespace: { parameters: AddMountToUserNamespaceParameters; reply: AddMountToUserNamespaceReply }; AddControlGroupToUserNamespace: { parameters: AddControlGroupToUserNamespaceParameters; reply: AddControlGroupToUserNamespaceReply }; AddNetworkToUserNamespace: { parameters: AddNetworkToUserNamespaceParameters; reply: AddNetworkToUserNamespaceReply } };
+export type Errors = { UserNamespaceInterfaceNotSupported: Record<string, never>; NameExists: Record<string, never>; UserNamespaceExists: Record<string, never>; DynamicRangeUnavailable: Record<string, never>; NoDynamicRange: Record<string, never>; UserNamespaceNotRegistered: Record<string, never>; UserNamespaceWithoutUserRange: Record<string, never>; TooManyControlGroups: Record<string, never>; ControlGroupAlreadyAdded: Record<string, never>; TooManyNetworkInterfaces: Record<string, never>; TooManyDelegations: Record<string, never> };
 // --- end of generated types ---

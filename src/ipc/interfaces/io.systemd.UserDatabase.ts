@@ -68,54 +68,12 @@ export class UserDatabaseError extends VarlinkError {
 }
 
 // --- generated from the IDL by typegen.ts: do not edit below ---
-export type GetUserRecordParameters = {
-  uid?: number | null;
-  userName?: string | null;
-  fuzzyNames?: string[] | null;
-  dispositionMask?: string[] | null;
-  uidMin?: number | null;
-  uidMax?: number | null;
-  uuid?: string | null;
-  service: string;
-};
-export type GetUserRecordReply = {
-  record: unknown;
-  incomplete?: boolean | null;
-};
-export type GetGroupRecordParameters = {
-  gid?: number | null;
-  groupName?: string | null;
-  fuzzyNames?: string[] | null;
-  dispositionMask?: string[] | null;
-  gidMin?: number | null;
-  gidMax?: number | null;
-  uuid?: string | null;
-  service: string;
-};
-export type GetGroupRecordReply = {
-  record: unknown;
-  incomplete?: boolean | null;
-};
-export type GetMembershipsParameters = {
-  userName?: string | null;
-  groupName?: string | null;
-  service: string;
-};
-export type GetMembershipsReply = {
-  userName: string;
-  groupName: string;
-};
-export type Methods = {
-  GetUserRecord: { parameters: GetUserRecordParameters; reply: GetUserRecordReply };
-  GetGroupRecord: { parameters: GetGroupRecordParameters; reply: GetGroupRecordReply };
-  GetMemberships: { parameters: GetMembershipsParameters; reply: GetMembershipsReply };
-};
-export type Errors = {
-  NoRecordFound: Record<string, never>;
-  BadService: Record<string, never>;
-  ServiceNotAvailable: Record<string, never>;
-  ConflictingRecordFound: Record<string, never>;
-  EnumerationNotSupported: Record<string, never>;
-  NonMatchingRecordFound: Record<string, never>;
-};
+export type GetUserRecordParameters = { uid?: number | null; userName?: string | null; fuzzyNames?: string[] | null; dispositionMask?: string[] | null; uidMin?: number | null; uidMax?: number | null; uuid?: string | null; service: string };
+export type GetUserRecordReply = { record: unknown; incomplete?: boolean | null };
+export type GetGroupRecordParameters = { gid?: number | null; groupName?: string | null; fuzzyNames?: string[] | null; dispositionMask?: string[] | null; gidMin?: number | null; gidMax?: number | null; uuid?: string | null; service: string };
+export type GetGroupRecordReply = { record: unknown; incomplete?: boolean | null };
+export type GetMembershipsParameters = { userName?: string | null; groupName?: string | null; service: string };
+export type GetMembershipsReply = { userName: string; groupName: string };
+export type Methods = { GetUserRecord: { parameters: GetUserRecordParameters; reply: GetUserRecordReply }; GetGroupRecord: { parameters: GetGroupRecordParameters; reply: GetGroupRecordReply }; GetMemberships: { parameters: GetMembershipsParameters; reply: GetMembershipsReply } };
+export type Errors = { NoRecordFound: Record<string, never>; BadService: Record<string, never>; ServiceNotAvailable: Record<string, never>; ConflictingRecordFound: Record<string, never>; EnumerationNotSupported: Record<string, never>; NonMatchingRecordFound: Record<string, never> };
 // --- end of generated types ---

@@ -30,14 +30,5 @@ error System(
 
 // --- generated from the IDL by typegen.ts: do not edit below ---
 export type Methods = Record<string, never>;
-export type Errors = {
-  Disconnected: Record<string, never>;
-  TimedOut: Record<string, never>;
-  Protocol: Record<string, never>;
-  System: {
-    origin?: string | null;
-    errnoName?: string | null;
-    errno?: number | null;
-  };
-};
+export type Errors = { Disconnected: Record<string, never>; TimedOut: Record<string, never>; Protocol: Record<string, never>; System: { origin?: string | null; errnoName?: string | null; errno?: number | null } };
 // --- end of generated types ---

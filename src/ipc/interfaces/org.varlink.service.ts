@@ -63,37 +63,9 @@ error ExpectedMore()
 
 // --- generated from the IDL by typegen.ts: do not edit below ---
 export type GetInfoParameters = Record<string, never>;
-export type GetInfoReply = {
-  vendor: string;
-  product: string;
-  version: string;
-  url: string;
-  interfaces: string[];
-};
-export type GetInterfaceDescriptionParameters = {
-  interface: string;
-};
-export type GetInterfaceDescriptionReply = {
-  description: string;
-};
-export type Methods = {
-  GetInfo: { parameters: GetInfoParameters; reply: GetInfoReply };
-  GetInterfaceDescription: { parameters: GetInterfaceDescriptionParameters; reply: GetInterfaceDescriptionReply };
-};
-export type Errors = {
-  InterfaceNotFound: {
-    interface: string;
-  };
-  MethodNotFound: {
-    method: string;
-  };
-  MethodNotImplemented: {
-    method: string;
-  };
-  InvalidParameter: {
-    parameter: string;
-  };
-  PermissionDenied: Record<string, never>;
-  ExpectedMore: Record<string, never>;
-};
+export type GetInfoReply = { vendor: string; product: string; version: string; url: string; interfaces: string[] };
+export type GetInterfaceDescriptionParameters = { interface: string };
+export type GetInterfaceDescriptionReply = { description: string };
+export type Methods = { GetInfo: { parameters: GetInfoParameters; reply: GetInfoReply }; GetInterfaceDescription: { parameters: GetInterfaceDescriptionParameters; reply: GetInterfaceDescriptionReply } };
+export type Errors = { InterfaceNotFound: { interface: string }; MethodNotFound: { method: string }; MethodNotImplemented: { method: string }; InvalidParameter: { parameter: string }; PermissionDenied: Record<string, never>; ExpectedMore: Record<string, never> };
 // --- end of generated types ---

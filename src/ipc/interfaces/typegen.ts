@@ -15,7 +15,7 @@ function needsParens(t: TypeRef): boolean {
   return t.kind === 'nullable' || (t.kind === 'enum' && t.values.length > 1);
 }
 
-function tsType(t: TypeRef, indent: string): string {
+function tsType(t: TypeRef): string {
   switch (t.kind) {
     case 'bool':
       return 'boolean';
@@ -31,38 +31,35 @@ function tsType(t: TypeRef, indent: string): string {
     case 'enum':
       return t.values.map((v) => `'${v}'`).join(' | ');
     case 'nullable':
-      return `${tsType(t.of, indent)} | null`;
-    case 'array': {
-      const of = tsType(t.of, indent);
-      return needsParens(t.of) ? `(${of})[]` : `${of}[]`;
-    }
+      return `${tsType(t.of)} | null`;
+    case 'array':
+      return needsParens(t.of) ? `(${tsType(t.of)})[]` : `${tsType(t.of)}[]`;
     case 'map':
-      return `Record<string, ${tsType(t.of, indent)}>`;
+      return `Record<string, ${tsType(t.of)}>`;
     case 'struct':
-      return struct(t, indent);
+      return struct(t);
   }
 }
 
-/** A struct as an object type; nullable fields are optional (absent and null both mean "not given"). */
-function struct(s: StructType, indent: string): string {
+/** A struct as an object type, on one line (the IDL above is what a reader reads); nullable
+ * fields are optional, as absent and null both mean "not given". */
+function struct(s: StructType): string {
   if (s.fields.length === 0) return 'Record<string, never>';
-  const inner = `${indent}  `;
-  const lines = s.fields.map((f) => (f.type.kind === 'nullable' ? `${inner}${f.name}?: ${tsType(f.type, inner)};` : `${inner}${f.name}: ${tsType(f.type, inner)};`));
-  return `{\n${lines.join('\n')}\n${indent}}`;
+  return `{ ${s.fields.map((f) => `${f.name}${f.type.kind === 'nullable' ? '?' : ''}: ${tsType(f.type)}`).join('; ')} }`;
 }
 
 /** The generated block (markers included) for one interface. */
 export function generateTypes(iface: Interface): string {
   const out: string[] = [BEGIN_MARKER];
-  for (const t of iface.types.values()) out.push(`export type ${t.name} = ${tsType(t.type, '')};`);
+  for (const t of iface.types.values()) out.push(`export type ${t.name} = ${tsType(t.type)};`);
   for (const m of iface.methods.values()) {
-    out.push(`export type ${m.name}Parameters = ${struct(m.input, '')};`);
-    out.push(`export type ${m.name}Reply = ${struct(m.output, '')};`);
+    out.push(`export type ${m.name}Parameters = ${struct(m.input)};`);
+    out.push(`export type ${m.name}Reply = ${struct(m.output)};`);
   }
-  const methods = [...iface.methods.keys()].map((n) => `  ${n}: { parameters: ${n}Parameters; reply: ${n}Reply };`);
-  out.push(methods.length ? `export type Methods = {\n${methods.join('\n')}\n};` : 'export type Methods = Record<string, never>;');
-  const errors = [...iface.errors.values()].map((e) => `  ${e.name}: ${struct(e.params, '  ')};`);
-  out.push(errors.length ? `export type Errors = {\n${errors.join('\n')}\n};` : 'export type Errors = Record<string, never>;');
+  const methods = [...iface.methods.keys()].map((n) => `${n}: { parameters: ${n}Parameters; reply: ${n}Reply }`);
+  out.push(`export type Methods = ${methods.length ? `{ ${methods.join('; ')} }` : 'Record<string, never>'};`);
+  const errors = [...iface.errors.values()].map((e) => `${e.name}: ${struct(e.params)}`);
+  out.push(`export type Errors = ${errors.length ? `{ ${errors.join('; ')} }` : 'Record<string, never>'};`);
   out.push(END_MARKER);
   return `${out.join('\n')}\n`;
 }
