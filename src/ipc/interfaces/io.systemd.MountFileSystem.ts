@@ -168,12 +168,6 @@ export class MountFsError<K extends MountFsErrorName = MountFsErrorName> extends
     super(MountFileSystem.error[kind], parameters[0] ?? {}, `${kind}: ${detail}`);
     this.name = 'MountFsError';
   }
-
-  /** @deprecated a MountFsError is a VarlinkError already; goes once mntfsd/mount-image.ts no
-   * longer calls it. */
-  toVarlink(): VarlinkError {
-    return this;
-  }
 }
 
 // --- generated from the IDL by typegen.ts: do not edit below ---
