@@ -20,7 +20,7 @@ const isObject = (v: unknown): v is Record<string, unknown> =>
 
 /** Returns the keys of the top-level JSON object in source order (duplicates kept),
  * because JSON.parse silently keeps only the last of duplicate keys. */
-export function topLevelKeys(text: string): string[] {
+function topLevelKeys(text: string): string[] {
   const keys: string[] = [];
   let depth = 0;
   let expectKey = false;

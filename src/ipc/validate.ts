@@ -59,7 +59,7 @@ function matches(iface: Interface, type: TypeRef, v: unknown): boolean {
   }
 }
 
-/** Validates method parameters (or reply/error parameters) against a struct. */
+/** Validates parameters against a struct strictly: unknown fields are invalid too (sd-varlink). */
 export function validateParameters(iface: Interface, struct: StructType, value: unknown): ValidationResult {
   // sd-varlink treats absent parameters as an empty object.
   const obj = value === null || value === undefined ? {} : value;
@@ -79,7 +79,8 @@ export type CallValidation =
  * 262's MountImage callers always send relaxExtensionReleaseChecks/veritySharing, for example.
  * This is where we part from sd-varlink, whose varlink_idl_validate_symbol() refuses a field
  * the IDL lacks with InvalidParameter. Declared fields, and everything nested inside them, keep
- * the strict checks; replies and errors (validateParameters) stay strict too.
+ * the strict checks. The client checks replies the same way (client.ts callMethod()), for the
+ * same reason the other way round: a newer server may add reply fields.
  */
 export function validateCall(iface: Interface, struct: StructType, value: unknown): CallValidation {
   const obj = value === null || value === undefined ? {} : value;
