@@ -82,7 +82,7 @@ export async function startDaemon(args: string[], socket: string, opts: DaemonOp
   try {
     await waitForSocket(socket, child);
   } catch (err) {
-    throw new Error(`${argv[0]} ${args[0]} did not start (${(err as Error).message})`);
+    throw new Error(`${argv[0]} ${args[0]} did not start (${(err as Error).message}): ${child.stderrTail().slice(-2000)}`);
   }
   return daemon;
 }
