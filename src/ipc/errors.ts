@@ -3,9 +3,9 @@
 //
 //   VarlinkError      base: `error` is the fully-qualified Varlink error name, `parameters` what
 //                     goes on the wire with it, the message (the optional `detail`) is for logs.
-//                     Interfaces subclass it for their own errors (MountFsError in
-//                     mntfsd/errors.ts, NamespaceResourceError, UserDatabaseError, ...), or
-//                     throw `new VarlinkError(<name from the interface module>)`.
+//                     Each interface module (interfaces/) names its errors from its IDL and
+//                     subclasses it (MountFsError, NamespaceResourceError, UserDatabaseError);
+//                     or throw `new VarlinkError(Interface.error.Name)`.
 //   SystemError       io.systemd.System {origin, errnoName, errno}: systemd's generic errno error
 //                     (systemError('EUSERS'), systemError(sysErr)). errno is always positive.
 //   ClientDisconnected  the client went away mid-call; a long handler throws it to stop early.
