@@ -10,6 +10,7 @@ import { toVarlinkError, type VarlinkError } from '../ipc/errors.js';
 import { dissectImage, type DissectedImage, type DissectedPartition } from './ddi/dissect.js';
 import { MountFsError } from './errors.js';
 import { evaluatePartition, type Designator, type ImagePolicy, type Protection } from './image-policy.js';
+import type { RootHashSignature } from './dm-verity.js';
 import type { TrustedCertificate, VerifiedSignature, VeritySignatureError } from './signature.js';
 import { checkTrustedImage, effectiveImagePolicy, type TrustResult } from './trust.js';
 
@@ -49,8 +50,8 @@ export interface PlannedMount {
   protection: Protection;
   /** As dissection read it; a verified partition's is read again from the verified bytes. */
   fileSystemType: string;
-  /** The verified signature of a partition used as signed. */
-  signature?: Buffer;
+  /** The verified signature of a partition used as signed, and its signer. */
+  signature?: RootHashSignature;
 }
 
 interface PlanBase {
@@ -100,7 +101,7 @@ export async function admitImage(fd: number, req: AdmissionRequest): Promise<Adm
         const verdict = (await checkSignature(fd, partition, certificates))!;
         partitions.find((p) => p.partition === partition)!.signature = verdict;
         if (verdict.status !== 'trusted') throw verdict.error;
-        mount.signature = verdict.der;
+        mount.signature = { der: verdict.der, signer: verdict.verified.certificate };
       }
       mounts.push(mount);
     }

@@ -10,12 +10,14 @@
 // devices are autoclear, so the last unmount removes the device and then the loops, whether or
 // not mntfsd is still running.
 import fs from 'node:fs';
+import type { X509Certificate } from 'node:crypto';
 import type { Logger } from 'pino';
 import { isSysError } from '../sys/errors.js';
 import { dmAvailable, dmCreate, dmDevicePath, dmListDevices, dmLoadTable, dmRemove, dmResume, dmSlaves, dmTargetTypes, DM_READONLY_FLAG, type DmDevice } from '../sys/dm.js';
 import { addUserKey, invalidateKey } from '../sys/keyring.js';
 import { attachLoop, loopClearFd, type LoopDevice } from '../sys/loop.js';
 import { detectFileSystem } from './ddi/dissect.js';
+import { kernelKeyId } from './pkcs7.js';
 import { incompatible, verityFailure } from './errors.js';
 import { readVerityLayout, type Extent, type VerityLayout } from './verity.js';
 
@@ -49,6 +51,12 @@ export function dmVerityAvailable(): boolean {
     removeQuietly(probe);
   }
   return dmTargetTypes().includes('verity');
+}
+
+/** A root hash signature verified in userspace (mount-image.ts), and the certificate that made it. */
+export interface RootHashSignature {
+  der: Buffer;
+  signer: X509Certificate;
 }
 
 export interface VerityDevice {
@@ -107,7 +115,7 @@ function createNamed(rootHash: string): DmDevice {
  * On failure nothing is left: the device is removed, and the loop devices, autoclear, go with
  * the last close of their fds.
  */
-export function setupVerityDevice(imageFd: number, data: Extent, hash: Extent, rootHash: string, log?: Logger, signature?: Buffer): VerityDevice {
+export function setupVerityDevice(imageFd: number, data: Extent, hash: Extent, rootHash: string, log?: Logger, signature?: RootHashSignature): VerityDevice {
   if (!/^[0-9a-f]{64}$/.test(rootHash)) throw verityFailure('root hash must be 32 bytes of lowercase hex');
   const layout = readVerityLayout(imageFd, data, hash);
   if (layout.superblock.dataBlockSize < SECTOR) throw incompatible('Verity data block size below 512 bytes');
@@ -123,7 +131,7 @@ export function setupVerityDevice(imageFd: number, data: Extent, hash: Extent, r
     const load = (params: string): void =>
       // Read-only table: the loops are read-only, and the device never writes.
       dmLoadTable(dev!.name, [{ start: 0, length: layout.dataBytes / SECTOR, type: 'verity', params }], DM_READONLY_FLAG);
-    if (!(signature && loadSigned(dev.name, table, rootHash, signature, load, log))) load(table);
+    if (!(signature && kernelHoldsKey(signature.signer) && loadSigned(dev.name, table, rootHash, signature.der, load, log))) load(table);
     dmResume(dev.name);
   } catch (err) {
     if (dev) removeQuietly(dev.name, log);
@@ -174,6 +182,24 @@ function loadSigned(name: string, table: string, rootHash: string, signature: Bu
     // The verity target reads the key while the table is loaded, not later.
     if (key !== null) invalidateKey(key);
   }
+}
+
+/**
+ * Whether a key the kernel could check the signature with is loaded: asymmetric keys are listed
+ * in /proc/keys as "<subject>: <hex id>", the id being the certificate's subject key identifier,
+ * else its serial number (x509_key_preparse() in crypto/asymmetric_keys/x509_public_key.c). Without
+ * one, the signed table would only be refused (a device-mapper round trip per cold mount for
+ * nothing). A key we cannot see is not used by the kernel for us either way: the fallback stays.
+ */
+function kernelHoldsKey(signer: X509Certificate): boolean {
+  let keys: string;
+  try {
+    keys = fs.readFileSync('/proc/keys', 'utf8');
+  } catch {
+    return true; // cannot tell: let the kernel decide
+  }
+  const id = `: ${kernelKeyId(signer)}:`;
+  return keys.split('\n').some((line) => / asymmetri /.test(line) && line.includes(id));
 }
 
 /** Probes the file system on the verity device: these reads are already checked by the kernel. */

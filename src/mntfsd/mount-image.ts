@@ -11,7 +11,7 @@ import { userNamespaceInfo } from '../sys/nsfs.js';
 import { fdFlags, fdStat, NSFS_MAGIC, PIDFS_MAGIC, PROC_SUPER_MAGIC, statfsType } from '../sys/stat.js';
 import { admitImage, type PlannedMount } from './admission.js';
 import { detectFileSystem, type DissectedPartition } from './ddi/dissect.js';
-import { setupVerityDevice } from './dm-verity.js';
+import { setupVerityDevice, type RootHashSignature } from './dm-verity.js';
 import { MountFsError } from './errors.js';
 import { formatImagePolicy } from './image-policy.js';
 import type { MountImageParameters } from './interface.js';
@@ -325,7 +325,7 @@ function othersMayWrite(imageFd: number, peerUid: number): string | false {
 }
 
 /** The root hash is trusted by now; the kernel checks every block read against it. */
-function mountDmVerity(cfg: MountImageConfig, imageFd: number, p: DissectedPartition, data: Extent, hash: Extent, rootHash: string, signature?: Buffer): CachedMount {
+function mountDmVerity(cfg: MountImageConfig, imageFd: number, p: DissectedPartition, data: Extent, hash: Extent, rootHash: string, signature?: RootHashSignature): CachedMount {
   const dev = setupVerityDevice(imageFd, data, hash, rootHash, cfg.log, signature);
   let partition: PartitionMount;
   try {

@@ -228,13 +228,14 @@ function parseSignedAttributes(der: Uint8Array, attrs: Tlv): NonNullable<SignedD
 }
 
 /** issuer Name (DER), serial and subject key identifier of a certificate, read from its DER. */
-function certificateIds(cert: X509Certificate): { issuer: Buffer; serial: Buffer; subjectKeyIdentifier: Buffer | null } {
+function certificateIds(cert: X509Certificate): { issuer: Buffer; serial: Buffer; rawSerial: Buffer; subjectKeyIdentifier: Buffer | null } {
   const der = cert.raw;
   const c = expect(readTlv(der, 0, der.length), SEQUENCE, 'Certificate');
   const tbs = children(der, expect(children(der, c)[0], SEQUENCE, 'tbsCertificate'));
   // version [0] EXPLICIT is optional (v1 certificates).
   const k = tbs[0]?.tag === CONTEXT_0 ? 1 : 0;
-  const serial = unsignedInteger(der, expect(tbs[k], INTEGER, 'serialNumber'));
+  const serialTlv = expect(tbs[k], INTEGER, 'serialNumber');
+  const serial = unsignedInteger(der, serialTlv);
   const issuer = whole(der, expect(tbs[k + 2], SEQUENCE, 'issuer'));
   let subjectKeyIdentifier: Buffer | null = null;
   const ext = tbs.find((t) => t.tag === CONTEXT_3);
@@ -246,7 +247,16 @@ function certificateIds(cert: X509Certificate): { issuer: Buffer; serial: Buffer
       subjectKeyIdentifier = bytes(der, expect(readTlv(der, value.valueStart, value.end), OCTET_STRING, 'subjectKeyIdentifier'));
     }
   }
-  return { issuer, serial, subjectKeyIdentifier };
+  return { issuer, serial, rawSerial: bytes(der, serialTlv), subjectKeyIdentifier };
+}
+
+/**
+ * The hex id the kernel names a certificate's key by in its description: the subject key
+ * identifier, else the serial number's DER content (x509_key_preparse()).
+ */
+export function kernelKeyId(cert: X509Certificate): string {
+  const ids = certificateIds(cert);
+  return (ids.subjectKeyIdentifier ?? ids.rawSerial).toString('hex');
 }
 
 /** Whether `cert` is the certificate the SignerInfo names. */

@@ -212,6 +212,8 @@ export interface VerifiedSignature {
   subject: string;
   fingerprint: string;
   certificatePath: string;
+  /** That certificate: the kernel may hold its key too (dm-verity.ts). */
+  certificate: X509Certificate;
 }
 
 export interface VerifyOptions {
@@ -244,7 +246,7 @@ export async function verifyVeritySignature(sig: VeritySignature, opts: VerifyOp
     if (!selfSigned(cert)) lastFailure = 'the trusted certificate is not self-signed';
     else if (opts.checkDate && !validAt(cert, opts.checkDate)) lastFailure = `the certificate is not valid on ${opts.checkDate.toISOString()}`;
     else if (!verifySignedData(signed, data, cert)) lastFailure = 'signature does not match';
-    else return { rootHash: sig.rootHash, subject: candidate.subject, fingerprint: candidate.fingerprint, certificatePath: candidate.path };
+    else return { rootHash: sig.rootHash, subject: candidate.subject, fingerprint: candidate.fingerprint, certificatePath: candidate.path, certificate: cert };
   }
   if (!signerFound) {
     const why = sig.certificateFingerprint !== undefined && candidates.length === 0

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { Pkcs7FormatError, isSigner, parseSignedData, verifySignedData } from '../../src/mntfsd/pkcs7.js';
+import { Pkcs7FormatError, isSigner, kernelKeyId, parseSignedData, verifySignedData } from '../../src/mntfsd/pkcs7.js';
 
 const CONTENT = 'c5acc505d1b9d24fd25bc3c1d6fcb3a9803e8b1ac85b963ec9bf09229b9b81e2';
 let tmp = '';
@@ -143,5 +143,13 @@ describe('PKCS#7 SignedData verification', () => {
       }
     }
     assert.ok(accepted < 5, `${accepted} corruptions accepted`);
+  });
+
+  it("names a key as the kernel's key descriptions do: the subject key identifier openssl reports", () => {
+    for (const k of [rsa, ec]) {
+      const out = execFileSync('openssl', ['x509', '-in', k.cert, '-noout', '-ext', 'subjectKeyIdentifier'], { encoding: 'utf8' });
+      const skid = /([0-9A-F]{2}(?::[0-9A-F]{2})+)/.exec(out)![1]!.replaceAll(':', '').toLowerCase();
+      assert.equal(kernelKeyId(k.x509), skid);
+    }
   });
 });
