@@ -12,11 +12,11 @@
 //   ProtocolError     a peer broke the wire protocol; the connection is dropped, nothing replied.
 //
 // What a handler throws reaches the wire through toVarlinkError() alone, applied by the server
-// (server.ts handle()): a VarlinkError goes as it is; an errno-coded error (SysError, the
-// addon's, Node's fs errors) becomes io.systemd.System; anything else is a daemon bug, logged
-// through onInternalError and answered io.systemd.System EIO. A handler whose errno failures
-// are the caller's doing (mntfsd's calls on the caller's files) applies toVarlinkError() itself,
-// so they are answered the same way without being logged as the daemon's failure.
+// (server.ts handle()): a VarlinkError goes as it is. Anything else is logged through
+// onInternalError as the daemon's own failure, then translated: an errno-coded error (SysError,
+// the addon's, Node's fs errors) becomes io.systemd.System, anything else io.systemd.System EIO.
+// A handler whose errno failures are the caller's doing (mntfsd's calls on the caller's files)
+// applies toVarlinkError() itself, so they are answered the same way without that log line.
 import { constants } from 'node:os';
 import { IoSystemd } from './interfaces/io.systemd.js';
 import { VarlinkService } from './interfaces/org.varlink.service.js';
