@@ -131,7 +131,7 @@ export function setupVerityDevice(imageFd: number, data: Extent, hash: Extent, r
     const load = (params: string): void =>
       // Read-only table: the loops are read-only, and the device never writes.
       dmLoadTable(dev!.name, [{ start: 0, length: layout.dataBytes / SECTOR, type: 'verity', params }], DM_READONLY_FLAG);
-    if (!(signature && kernelHoldsKey(signature.signer) && loadSigned(dev.name, table, rootHash, signature.der, load, log))) load(table);
+    if (!(signature && kernelMayCheck(dev.name, signature.signer, log) && loadSigned(dev.name, table, rootHash, signature.der, load, log))) load(table);
     dmResume(dev.name);
   } catch (err) {
     if (dev) removeQuietly(dev.name, log);
@@ -176,13 +176,15 @@ function loadSigned(name: string, table: string, rootHash: string, signature: Bu
     log?.info({ device: name }, 'the kernel checked the root hash signature too');
     return true;
   } catch (err) {
-    log?.info({ device: name, code: (err as { code?: unknown }).code }, 'the kernel could not check the root hash signature (verified in userspace)');
+    log?.info({ device: name, code: (err as { code?: unknown }).code }, NOT_CHECKED);
     return false;
   } finally {
     // The verity target reads the key while the table is loaded, not later.
     if (key !== null) invalidateKey(key);
   }
 }
+
+const NOT_CHECKED = 'the kernel could not check the root hash signature (verified in userspace)';
 
 /**
  * Whether a key the kernel could check the signature with is loaded: asymmetric keys are listed
@@ -191,7 +193,7 @@ function loadSigned(name: string, table: string, rootHash: string, signature: Bu
  * one, the signed table would only be refused (a device-mapper round trip per cold mount for
  * nothing). A key we cannot see is not used by the kernel for us either way: the fallback stays.
  */
-function kernelHoldsKey(signer: X509Certificate): boolean {
+function kernelMayCheck(name: string, signer: X509Certificate, log?: Logger): boolean {
   let keys: string;
   try {
     keys = fs.readFileSync('/proc/keys', 'utf8');
@@ -199,7 +201,9 @@ function kernelHoldsKey(signer: X509Certificate): boolean {
     return true; // cannot tell: let the kernel decide
   }
   const id = `: ${kernelKeyId(signer)}:`;
-  return keys.split('\n').some((line) => / asymmetri /.test(line) && line.includes(id));
+  if (keys.split('\n').some((line) => / asymmetri /.test(line) && line.includes(id))) return true;
+  log?.info({ device: name, why: 'no kernel key for the signer' }, NOT_CHECKED);
+  return false;
 }
 
 /** Probes the file system on the verity device: these reads are already checked by the kernel. */

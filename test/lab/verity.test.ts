@@ -241,8 +241,9 @@ describe('mntfsd on kernel dm-verity', () => {
         assert.ok(devices.length >= 1, JSON.stringify(dmNames()));
         assert.ok(devices.every((n) => /^mountgate-verity-[0-9a-f]{64}-\d+$/.test(n)), devices.join());
         await logged(/dm-verity device set up/);
-        // The signature went to the kernel too; it knows no verity.d certificate, so it cannot
-        // vouch for it, and the table is loaded on the userspace verdict. No key stays behind.
+        // The kernel holds no key for a verity.d certificate, so the signature is not offered to it
+        // (or, offered, it is refused), and the table is loaded on the userspace verdict. No key
+        // stays behind.
         await logged(/the kernel (checked|could not check) the root hash signature/);
         await waitFor(() => !fs.readFileSync('/proc/keys', 'utf8').includes('mountgate:verity:'), 'the signature key to go', 10_000);
         // Their tables are the verity target over two loop devices (dmsetup: DM_TABLE_STATUS).
