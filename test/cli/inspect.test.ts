@@ -8,7 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import type { InspectReport } from '../../src/cli/inspect.js';
-import { buildSignedImages, cliAsUser, cliJsonAsUser, type UserRun } from '../e2e/daemons.js';
+import { buildSignedImages } from '../support/images.js';
+import { cliAsUser, cliJsonAsUser } from '../support/clients.js';
+import type { UserRun } from '../support/processes.js';
 
 let tmp = '';
 let certs = '';

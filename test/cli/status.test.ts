@@ -12,7 +12,9 @@ import type { Status } from '../../src/cli/status.js';
 import { buildDdi } from '../../src/image-builder/build-ddi.js';
 import { createUserNamespace } from '../../src/sys/nshelper.js';
 import { fdStat } from '../../src/sys/stat.js';
-import { cliAsUser, cliJsonAsUser, startDaemon, stopDaemons, type UserRun } from '../e2e/daemons.js';
+import { cliAsUser, cliJsonAsUser } from '../support/clients.js';
+import { startDaemon, stopDaemons } from '../support/daemons.js';
+import type { UserRun } from '../support/processes.js';
 
 let tmp = '';
 let image = '';

@@ -13,7 +13,7 @@ import { Connection } from '../../src/ipc/connection.js';
 import { VarlinkError } from '../../src/ipc/errors.js';
 import { parseInterface } from '../../src/ipc/idl.js';
 import { IoSystemd } from '../../src/ipc/interfaces/io.systemd.js';
-import { userEval } from '../e2e/user-package.js';
+import { userEval } from '../support/user-package.js';
 
 const IDL = `# Test interface
 interface org.example.test
