@@ -69,7 +69,7 @@ export async function memoryFigure(ctx: BenchContext, log: (s: string) => void):
       `mntfsd: ${OPERATIONS} MountImage calls by a root client cycling over ${MOUNT_IMAGES} distinct 4 MiB signed DDIs (${MOUNT_IMAGES} cold, the rest cache hits; the verified copies stay cached on private tmpfs instances, which the daemon never maps, so they are kernel memory outside its RSS), idmapped to a mapped user namespace, mount fds closed by the client.`,
     samples: `1 reading per state per daemon`,
     result: rows.join('; '),
-    target: 'report (no target in the issue)',
+    target: 'report (no target)',
     status: 'info',
     notes: [
       `growth: userdbd ${mib(userdbd.after - userdbd.idle)} over ${OPERATIONS} allocations (${((userdbd.after - userdbd.idle) / OPERATIONS).toFixed(1)} KiB each); mntfsd ${mib(mntfsd.after - mntfsd.idle)} over ${OPERATIONS} mounts, ${MOUNT_IMAGES} images cached.`,

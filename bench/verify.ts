@@ -11,7 +11,7 @@ import { freePageReporting } from '../src/mntfsd/verified-copy.js';
 import { parseVeritySuperblock, verifyPartition, VERITY_SUPERBLOCK_SIZE, type Extent } from '../src/mntfsd/verity.js';
 import { median, noise, run, type BenchContext, type Figure } from '../test/support/figures.js';
 
-/** About the 280 MiB image of the issue: a 256 MiB payload in a file system. */
+/** About the size of a typical container root file system image: a 256 MiB payload in a file system. */
 const PAYLOAD_BYTES = 256 << 20;
 const ROUNDS = 5;
 const TARGET_RATIO = 2.5;

@@ -27,7 +27,7 @@ const HOOKS = [
   'inode_mkdir', 'inode_create', 'inode_mknod', 'inode_symlink', 'inode_link',
   'path_chown', 'inode_set_acl', 'inode_setxattr', 'sb_kern_mount', 'task_fix_setgroups',
 ];
-/** How long a death event may take (issue: within 1 s of the namespace's death). */
+/** How long a death event may take: a range is freed within 1 s of its namespace's death. */
 const DEATH_DEADLINE_MS = 1000;
 
 const lab = policyLab(PIN_DIR);
