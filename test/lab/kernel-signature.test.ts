@@ -1,4 +1,4 @@
-// The kernel checks verity signatures itself where it trusts the signer (issue 12; runs in the
+// The kernel checks verity signatures itself where it trusts the signer (this runs in the
 // kernel lab booted under UEFI firmware, scripts/lab LAB_FIRMWARE=uefi): the firmware's `db`
 // holds the lab's test certificate (scripts/build-lab-firmware), the kernel loads it into its
 // .platform keyring at boot (load_uefi_certs() in security/integrity/platform_certs/load_uefi.c)
