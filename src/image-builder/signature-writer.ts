@@ -3,8 +3,7 @@
 // SignedData v1, sha256, the signer's certificate embedded, no signed attributes — wrapped in
 // the DDI JSON object and NUL-padded.
 import crypto from 'node:crypto';
-import * as asn1js from 'asn1js';
-import * as pkijs from 'pkijs';
+import { derLength, issuerAndSerialNumber } from '../mntfsd/pkcs7.js';
 
 const OID_DATA = '1.2.840.113549.1.7.1';
 const OID_SIGNED_DATA = '1.2.840.113549.1.7.2';
@@ -43,37 +42,47 @@ export function loadSigningIdentity(keyPem: string, certPem: string): SigningIde
   return { key, cert };
 }
 
-const ab = (b: Buffer): ArrayBuffer => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+/** One DER element. */
+const der = (tag: number, ...parts: Buffer[]): Buffer => {
+  const body = Buffer.concat(parts);
+  return Buffer.concat([Buffer.from([tag]), derLength(body.length), body]);
+};
 
-/** DER PKCS#7 detached signature over the ASCII bytes of `rootHashHex`. */
+/** An OBJECT IDENTIFIER (X.690 §8.19): the first two arcs in one byte, the rest base 128. */
+function oid(dotted: string): Buffer {
+  const [a, b, ...rest] = dotted.split('.').map(Number);
+  const out = [a! * 40 + b!];
+  for (const arc of rest) {
+    const groups = [arc & 0x7f];
+    for (let v = Math.floor(arc / 128); v > 0; v = Math.floor(v / 128)) groups.unshift(0x80 | (v & 0x7f));
+    out.push(...groups);
+  }
+  return der(0x06, Buffer.from(out));
+}
+
+const NULL = Buffer.from([0x05, 0x00]);
+const SEQUENCE = 0x30;
+const SET = 0x31;
+const algorithm = (id: string, params?: Buffer): Buffer => der(SEQUENCE, oid(id), ...(params ? [params] : []));
+const integer = (n: number): Buffer => der(0x02, Buffer.from([n]));
+
+/** DER PKCS#7 detached signature over the ASCII bytes of `rootHashHex` (RFC 5652 SignedData). */
 export function signRootHash(rootHashHex: string, id: SigningIdentity): Buffer {
   const content = Buffer.from(rootHashHex, 'ascii');
   // Without signed attributes the signature covers the content itself (PKCS#1 v1.5 / ECDSA DER).
   const signature = crypto.sign('sha256', content, id.key);
-  const cert = pkijs.Certificate.fromBER(ab(id.cert.raw));
-  const sha256 = (): pkijs.AlgorithmIdentifier =>
-    new pkijs.AlgorithmIdentifier({ algorithmId: OID_SHA256, algorithmParams: new asn1js.Null() });
-  const signatureAlgorithm =
-    id.key.asymmetricKeyType === 'rsa'
-      ? new pkijs.AlgorithmIdentifier({ algorithmId: OID_RSA_ENCRYPTION, algorithmParams: new asn1js.Null() })
-      : new pkijs.AlgorithmIdentifier({ algorithmId: OID_ECDSA_WITH_SHA256 });
-  const signedData = new pkijs.SignedData({
-    version: 1,
-    digestAlgorithms: [sha256()],
-    encapContentInfo: new pkijs.EncapsulatedContentInfo({ eContentType: OID_DATA }),
-    certificates: [cert],
-    signerInfos: [
-      new pkijs.SignerInfo({
-        version: 1,
-        sid: new pkijs.IssuerAndSerialNumber({ issuer: cert.issuer, serialNumber: cert.serialNumber }),
-        digestAlgorithm: sha256(),
-        signatureAlgorithm,
-        signature: new asn1js.OctetString({ valueHex: ab(signature) }),
-      }),
-    ],
-  });
-  const contentInfo = new pkijs.ContentInfo({ contentType: OID_SIGNED_DATA, content: signedData.toSchema(true) });
-  return Buffer.from(contentInfo.toSchema().toBER(false));
+  const sha256 = algorithm(OID_SHA256, NULL);
+  const signatureAlgorithm = id.key.asymmetricKeyType === 'rsa' ? algorithm(OID_RSA_ENCRYPTION, NULL) : algorithm(OID_ECDSA_WITH_SHA256);
+  const signerInfo = der(SEQUENCE, integer(1), issuerAndSerialNumber(id.cert), sha256, signatureAlgorithm, der(0x04, signature));
+  const signedData = der(
+    SEQUENCE,
+    integer(1),
+    der(SET, sha256),
+    der(SEQUENCE, oid(OID_DATA)), // encapContentInfo without eContent: detached
+    der(0xa0, id.cert.raw), // certificates [0] IMPLICIT
+    der(SET, signerInfo),
+  );
+  return der(SEQUENCE, oid(OID_SIGNED_DATA), der(0xa0, signedData));
 }
 
 /** The signature partition: DDI JSON, NUL-padded to at least 16 KiB and a multiple of 4 KiB. */

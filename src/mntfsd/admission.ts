@@ -11,12 +11,8 @@ import { dissectImage, type DissectedImage, type DissectedPartition } from './dd
 import { MountFsError } from './errors.js';
 import { evaluatePartition, type Designator, type ImagePolicy, type Protection } from './image-policy.js';
 import type { RootHashSignature } from './dm-verity.js';
-import type { TrustedCertificate, VerifiedSignature, VeritySignatureError } from './signature.js';
+import { loadTrustedCertificates, readVeritySignature, verifyVeritySignature, VeritySignatureError, type TrustedCertificate, type VerifiedSignature } from './signature.js';
 import { checkTrustedImage, effectiveImagePolicy, type TrustResult } from './trust.js';
-
-// Loaded at the first signature check: pkijs and asn1js cost ~100 ms of daemon start-up.
-let signatureModule: Promise<typeof import('./signature.js')> | undefined;
-const loadSignature = (): Promise<typeof import('./signature.js')> => (signatureModule ??= import('./signature.js'));
 
 export interface AdmissionRequest {
   trustedDirectories: readonly string[];
@@ -96,7 +92,7 @@ export async function admitImage(fd: number, req: AdmissionRequest): Promise<Adm
       if (!partition.fileSystemType) throw new MountFsError('IncompatibleImage', `${partition.designator}: unknown file system`);
       const mount: PlannedMount = { partition, protection, fileSystemType: partition.fileSystemType };
       if (protection === 'signed') {
-        certificates ??= (await loadSignature()).loadTrustedCertificates(req.certificateDirectories).certificates;
+        certificates ??= loadTrustedCertificates(req.certificateDirectories).certificates;
         // 'signed' is only offered for partitions dissection paired with a signature partition.
         const verdict = (await checkSignature(fd, partition, certificates))!;
         partitions.find((p) => p.partition === partition)!.signature = verdict;
@@ -122,7 +118,6 @@ export async function admitImage(fd: number, req: AdmissionRequest): Promise<Adm
 export async function checkSignature(fd: number, p: DissectedPartition, certificates: readonly TrustedCertificate[]): Promise<SignatureVerdict | null> {
   const where = p.verity?.signature;
   if (!p.verity || !where) return null;
-  const { readVeritySignature, verifyVeritySignature, VeritySignatureError } = await loadSignature();
   try {
     const sig = readVeritySignature(fd, where.offset, where.size);
     const verified = await verifyVeritySignature(sig, { trusted: certificates, expectedRootHash: p.verity.rootHash });

@@ -14,7 +14,7 @@ import { MountCache, type VerityBackend } from './mount-cache.js';
 import { cleanStaleVerityDevices, dmVerityAvailable } from './dm-verity.js';
 import { directoryHandlers } from './directory.js';
 import { mountImageHandler } from './mount-image.js';
-import { DEFAULT_VERITY_CERT_DIRECTORIES } from './verity-cert-directories.js';
+import { DEFAULT_VERITY_CERT_DIRECTORIES } from './signature.js';
 
 import { MNTFSD_SOCKET, USERDBD_SOCKET } from '../sockets.js';
 

@@ -259,6 +259,22 @@ export function kernelKeyId(cert: X509Certificate): string {
   return (ids.subjectKeyIdentifier ?? ids.rawSerial).toString('hex');
 }
 
+/** The signer's IssuerAndSerialNumber (RFC 5652 §10.2.4) as DER, for writing a SignerInfo. */
+export function issuerAndSerialNumber(cert: X509Certificate): Buffer {
+  const ids = certificateIds(cert);
+  const serial = Buffer.concat([Buffer.from([INTEGER]), derLength(ids.rawSerial.length), ids.rawSerial]);
+  const body = Buffer.concat([ids.issuer, serial]);
+  return Buffer.concat([Buffer.from([SEQUENCE]), derLength(body.length), body]);
+}
+
+/** A DER length: short form below 128, else 0x80 | byte count, big-endian. */
+export function derLength(n: number): Buffer {
+  if (n < 0x80) return Buffer.from([n]);
+  const bytes: number[] = [];
+  for (let v = n; v > 0; v = Math.floor(v / 256)) bytes.unshift(v & 0xff);
+  return Buffer.from([0x80 | bytes.length, ...bytes]);
+}
+
 /** Whether `cert` is the certificate the SignerInfo names. */
 export function isSigner(sd: SignedData, cert: X509Certificate): boolean {
   const ids = certificateIds(cert);

@@ -18,9 +18,8 @@ export const MAX_SIGNATURE_PARTITION_SIZE = 4 * 1024 * 1024;
 /** A certificate file larger than this is not a certificate. */
 const MAX_CERTIFICATE_FILE_SIZE = 1024 * 1024;
 
-import { DEFAULT_VERITY_CERT_DIRECTORIES } from './verity-cert-directories.js';
-
-export { DEFAULT_VERITY_CERT_DIRECTORIES };
+/** Where trusted signing certificates live: systemd's CONF_PATHS("verity.d"), highest priority first. */
+export const DEFAULT_VERITY_CERT_DIRECTORIES: readonly string[] = ['/etc/verity.d', '/run/verity.d', '/usr/local/lib/verity.d', '/usr/lib/verity.d'];
 
 export type SignatureErrorKind =
   /** Partition content bigger than MAX_SIGNATURE_PARTITION_SIZE. */

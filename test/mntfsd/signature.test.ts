@@ -251,8 +251,8 @@ describe('verity signature', () => {
       }
     });
 
-    // Deliberately stricter than systemd (PKCS7_NOVERIFY accepts any listed certificate): pkijs
-    // chain checking, which we always do, needs the trusted certificate to be self-signed.
+    // Deliberately stricter than systemd (PKCS7_NOVERIFY accepts any listed certificate): a
+    // trusted certificate must be self-signed, a trust anchor on its own.
     it('a trusted certificate must be self-signed; a CA alone is not trusted for its leaves', async () => {
       const ca = makeKey('ca', 'rsa');
       const leafKey = path.join(tmp, 'leaf.key');
