@@ -12,7 +12,7 @@ import { NamespaceResource } from '../ipc/interfaces/io.systemd.NamespaceResourc
 import { createLogger } from '../log.js';
 import { MountCache, type VerityBackend } from './mount-cache.js';
 import { cleanStaleVerityDevices, dmVerityAvailable } from './dm-verity.js';
-import { directoryHandlers } from './directory.js';
+import { directoryMethods } from './directory.js';
 import { mountImageHandler } from './mount-image.js';
 import { DEFAULT_VERITY_CERT_DIRECTORIES } from './signature.js';
 
@@ -72,21 +72,18 @@ export function startMntfsd(opts: MntfsdOptions = {}): Mntfsd {
   const counters = { mountsHandedOut: 0 };
   const userdbd = opts.userdbd === undefined ? USERDBD_SOCKET : opts.userdbd;
   const registerMount = userdbd === null ? undefined : (usernsFd: number, mountFd: number) => registerWithUserdbd(userdbd, usernsFd, mountFd);
-  const mountFileSystem = {
-    iface: MountFileSystem.iface,
-    handlers: {
-      ...directoryHandlers({ registerMount, counters, log }),
-      MountImage: mountImageHandler({
-        certificateDirectories: opts.certificateDirectories ?? DEFAULT_VERITY_CERT_DIRECTORIES,
-        trustedDirectories: opts.trustedDirectories ?? [],
-        cache,
-        verity,
-        counters,
-        registerMount,
-        log,
-      }),
-    },
-  };
+  const mountFileSystem = serve(MountFileSystem, {
+    ...directoryMethods({ registerMount, counters, log }),
+    MountImage: mountImageHandler({
+      certificateDirectories: opts.certificateDirectories ?? DEFAULT_VERITY_CERT_DIRECTORIES,
+      trustedDirectories: opts.trustedDirectories ?? [],
+      cache,
+      verity,
+      counters,
+      registerMount,
+      log,
+    }),
+  });
   const status = serve(MntfsdStatus, {
     GetStatus: async () => ({
       parameters: {

@@ -7,8 +7,8 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { FOREIGN_RANGE, isForeign, isTransient } from '../id-ranges.js';
 import { ClientDisconnected, invalidParameter, permissionDenied, systemError, toVarlinkError } from '../ipc/errors.js';
-import type { CallContext, Handler } from '../ipc/server.js';
-import { serve, type MethodHandlers } from '../ipc/interfaces/define.js';
+import type { CallContext } from '../ipc/server.js';
+import type { MethodHandlers } from '../ipc/interfaces/define.js';
 import {
   AT_REMOVEDIR,
   O_DIRECTORY,
@@ -50,7 +50,6 @@ import { pidfdOpen } from '../sys/pidfd.js';
 import { fdFlags } from '../sys/stat.js';
 import { MountFsError } from './errors.js';
 import {
-  MountFileSystem,
   type MakeDirectoryParameters,
   type MakeDirectoryReply,
   type Methods,
@@ -91,9 +90,6 @@ export function directoryMethods(cfg: DirectoryConfig): MethodHandlers<Methods> 
 }
 
 /** directoryMethods() in the shape mntfsd/daemon.ts spreads into its handler table today. */
-export function directoryHandlers(cfg: DirectoryConfig): Record<string, Handler> {
-  return serve(MountFileSystem, directoryMethods(cfg)).handlers;
-}
 
 // Flags a caller's directory fd may carry (fd_verify_safe_flags_full() with O_DIRECTORY, and
 // for MountDirectory O_PATH: a directory fd grants nothing by its access mode, ownership does).

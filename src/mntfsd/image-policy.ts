@@ -4,12 +4,9 @@
 import { ERR, VarlinkError } from '../ipc/errors.js';
 import { MountFileSystem } from '../ipc/interfaces/io.systemd.MountFileSystem.js';
 
-/** In systemd's PartitionDesignator order, which is also the canonical output order. */
-export const DESIGNATORS = [
-  'root', 'usr', 'home', 'srv', 'esp', 'xbootldr', 'swap',
-  'root-verity', 'usr-verity', 'root-verity-sig', 'usr-verity-sig', 'tmp', 'var',
-] as const;
-export type Designator = (typeof DESIGNATORS)[number];
+import { DESIGNATORS, type Designator } from './ddi/dps.js';
+
+export { DESIGNATORS, type Designator };
 
 const VERITY = 1 << 0;
 const SIGNED = 1 << 1;

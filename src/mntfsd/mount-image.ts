@@ -5,16 +5,18 @@
 import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import { ClientDisconnected, invalidParameter, isErrnoError, permissionDenied, toVarlinkError } from '../ipc/errors.js';
-import type { CallContext, HandlerResult } from '../ipc/server.js';
+import type { MethodHandler } from '../ipc/interfaces/define.js';
+import type { Methods, MountImageParameters, PartitionDesignator } from '../ipc/interfaces/io.systemd.MountFileSystem.js';
+import type { CallContext } from '../ipc/server.js';
 import { MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID } from '../sys/mount-api.js';
 import { userNamespaceInfo } from '../sys/nsfs.js';
 import { fdFlags, fdStat, NSFS_MAGIC, PIDFS_MAGIC, PROC_SUPER_MAGIC, statfsType } from '../sys/stat.js';
 import { admitImage, type PlannedMount } from './admission.js';
 import { detectFileSystem, type DissectedPartition } from './ddi/dissect.js';
+import type { Designator } from './ddi/dps.js';
 import { setupVerityDevice, type RootHashSignature } from './dm-verity.js';
 import { MountFsError } from './errors.js';
 import { formatImagePolicy } from './image-policy.js';
-import type { MountImageParameters } from './interface.js';
 import { mountBlockDevice, mountForCaller, mountPartition, releasePartitionMount, type PartitionMount } from './mount.js';
 import type { CachedMount, MountCache, VerityBackend } from './mount-cache.js';
 import { verifyPartition, type Extent } from './verity.js';
@@ -129,10 +131,16 @@ export function callerUserNamespace(ctx: CallContext, index: number | null | und
  */
 const HOST_ID_SPACE_ATTRS = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
 
-export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unknown>, ctx: CallContext) => Promise<HandlerResult> {
-  return async (raw, ctx) => {
-    // The server validated these against MOUNT_FILE_SYSTEM_IDL before calling us.
-    const params = raw as unknown as MountImageParameters;
+const mountPoint = (d: Designator): string[] | null => {
+  const at = MOUNT_POINTS[d];
+  return at ? [...at] : null;
+};
+
+/** The IDL's enum spells designators with underscores (root_verity), systemd's strings with dashes. */
+const wireDesignator = (d: Designator): PartitionDesignator => d.replaceAll('-', '_') as PartitionDesignator;
+
+export function mountImageHandler(cfg: MountImageConfig): MethodHandler<Methods['MountImage']> {
+  return async (params, ctx) => {
     refuseMountOptions(params);
     refuseExternalVerity(params);
     // relaxExtensionReleaseChecks (systemd 262's clients always send it) only loosens how a
@@ -177,7 +185,7 @@ export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unk
       return {
         parameters: {
           partitions: mounts.map((m, i) => ({
-            designator: m.partition.designator,
+            designator: wireDesignator(m.partition.designator),
             writable: !readOnly,
             growFileSystem: m.partition.growFileSystem && params.growFileSystems !== false,
             partitionNumber: image.partitionTable ? m.partition.partitionNumber : null,
@@ -188,7 +196,7 @@ export function mountImageHandler(cfg: MountImageConfig): (p: Record<string, unk
             size: m.partition.size,
             offset: m.partition.offset,
             mountFileDescriptor: i,
-            mountPoint: MOUNT_POINTS[m.partition.designator] ?? null,
+            mountPoint: mountPoint(m.partition.designator),
           })),
           imagePolicy: formatImagePolicy(plan.policy),
           imageSize: image.imageSize,

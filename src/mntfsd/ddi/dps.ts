@@ -1,20 +1,14 @@
 // Discoverable Partitions Specification (UAPI.2): GPT type UUIDs and attribute flags.
 
-/** Designators as they appear in io.systemd.MountFileSystem's PartitionInfo. */
-export type Designator =
-  | 'root'
-  | 'usr'
-  | 'home'
-  | 'srv'
-  | 'esp'
-  | 'xbootldr'
-  | 'swap'
-  | 'root-verity'
-  | 'usr-verity'
-  | 'root-verity-sig'
-  | 'usr-verity-sig'
-  | 'tmp'
-  | 'var';
+/**
+ * Partition designators as systemd names them (partition_designator_to_string()), in its
+ * PartitionDesignator order, which is also the canonical output order of image policies.
+ */
+export const DESIGNATORS = [
+  'root', 'usr', 'home', 'srv', 'esp', 'xbootldr', 'swap',
+  'root-verity', 'usr-verity', 'root-verity-sig', 'usr-verity-sig', 'tmp', 'var',
+] as const;
+export type Designator = (typeof DESIGNATORS)[number];
 
 export type Architecture = 'x86-64' | 'arm64';
 
