@@ -12,7 +12,7 @@
 #include <node_api.h>
 
 /* Throws a JS Error whose `code` is the errno name (e.g. "EAGAIN"), with
- * `errno` (negated, Node's convention) and `syscall` set, and returns NULL for the caller to
+ * `errno` (positive, unlike Node's own errors) and `syscall` set, and returns NULL for the caller to
  * return. */
 napi_value mg_throw_errno(napi_env env, int err, const char *syscall);
 

@@ -13,7 +13,8 @@ napi_value mg_throw_errno(napi_env env, int err, const char *syscall) {
   napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
   napi_create_error(env, NULL, msg, &error);
   napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
-  napi_create_int32(env, -err, &num);
+  /* errno positive, as everywhere in mountgate (SysError, io.systemd.System); Node's own errors negate it. */
+  napi_create_int32(env, err, &num);
   napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sc);
   napi_set_named_property(env, error, "code", code);
   napi_set_named_property(env, error, "errno", num);

@@ -94,58 +94,7 @@ const require = createRequire(import.meta.url);
 const addon = require(path.join(nativeBuildDir, 'mountgate.node')) as NativeAddon;
 
 /**
- * The addon's errors carry `code` (the errno name), `syscall` and `errno` negated, Node's and
- * libuv's convention (mg_throw_errno() in addon.c). mountgate keeps errno positive everywhere
- * (SysError, io.systemd.System): the sign is turned here, once, for every function.
+ * The addon. Its errors carry `code` (the errno name), `syscall` and `errno`, positive as
+ * everywhere in mountgate (mg_throw_errno() in helpers.c; Node's own errors negate it).
  */
-function positiveErrno(err: unknown): unknown {
-  const e = err as { errno?: unknown } | null;
-  if (e !== null && typeof e === 'object' && typeof e.errno === 'number' && e.errno < 0) e.errno = -e.errno;
-  return err;
-}
-
-function wrap<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R {
-  return (...args) => {
-    let r: R;
-    try {
-      r = fn.apply(addon, args);
-    } catch (err) {
-      throw positiveErrno(err);
-    }
-    return r instanceof Promise ? (r.catch((err: unknown) => Promise.reject(positiveErrno(err))) as R) : r;
-  };
-}
-
-/** The addon's Poller, its constructor's and start()'s errors in errno-positive form. */
-class PositivePoller implements Poller {
-  private readonly p: Poller;
-  constructor(fd: number, callback: (status: number, events: number) => void) {
-    try {
-      this.p = new addon.Poller(fd, callback);
-    } catch (err) {
-      throw positiveErrno(err);
-    }
-  }
-  start(events: number): void {
-    try {
-      this.p.start(events);
-    } catch (err) {
-      throw positiveErrno(err);
-    }
-  }
-  stop(): void {
-    this.p.stop();
-  }
-  close(): void {
-    this.p.close();
-  }
-  ref(on: boolean): void {
-    this.p.ref(on);
-  }
-}
-
-/** The addon, every function's errors in errno-positive form. */
-export const native: NativeAddon = {
-  ...(Object.fromEntries(Object.entries(addon).map(([name, v]) => [name, typeof v === 'function' ? wrap(v as (...args: unknown[]) => unknown) : v])) as unknown as NativeAddon),
-  Poller: PositivePoller,
-};
+export const native: NativeAddon = addon;
