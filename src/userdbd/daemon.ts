@@ -5,6 +5,7 @@ import path from 'node:path';
 import { startHost, type Hosted, type HostedOptions } from '../ipc/host.js';
 import { createLogger, type Logger } from '../log.js';
 import { NamespaceResource, type NamespacePolicy } from './namespace-resource.js';
+import { NamespaceManager } from './manager.js';
 import { Registry } from './registry.js';
 import { userDatabaseService } from './user-database.js';
 import { userdbdStatusService } from './status.js';
@@ -40,10 +41,13 @@ export async function startUserdbd(opts: UserdbdOptions = {}): Promise<Userdbd> 
   const log = opts.logger ?? createLogger('userdbd');
   const env = opts.env ?? process.env;
   const registry = Registry.open(opts.stateDir ?? DEFAULT_STATE_DIR);
-  const resource = new NamespaceResource({ registry, policy: opts.policy, allowWithoutPolicy: opts.allowWithoutPolicy, logger: log });
-  const reaped = await resource.reapDead();
-  const unmapped = await resource.settlePending();
-  resource.manageAll();
+  // The lifecycle (manager.ts) and the Varlink methods (namespace-resource.ts) apart, as
+  // systemd's nsresourced-manager.c and nsresourcework.c.
+  const manager = new NamespaceManager({ registry, policy: opts.policy, logger: log });
+  const resource = new NamespaceResource({ registry, policy: opts.policy, allowWithoutPolicy: opts.allowWithoutPolicy, logger: log, manager });
+  const reaped = await manager.reapDead();
+  const unmapped = await manager.settlePending();
+  manager.manageAll();
   log.info({ registered: registry.size, reaped, unmapped, policy: opts.policy?.status() }, 'registry loaded');
 
   const listen = opts.listen ?? DEFAULT_LISTEN;
@@ -70,18 +74,18 @@ export async function startUserdbd(opts: UserdbdOptions = {}): Promise<Userdbd> 
     link = opts.userdbLink === undefined ? (listen === DEFAULT_LISTEN ? DEFAULT_USERDB_LINK : null) : opts.userdbLink;
     if (link) symlinkReplacing(listen, link);
   }
-  sweep = sweepMs > 0 ? setInterval(() => void resource.reapDead().catch((err: unknown) => log.error({ err }, 'sweep failed')), sweepMs) : undefined;
+  sweep = sweepMs > 0 ? setInterval(() => void manager.reapDead().catch((err: unknown) => log.error({ err }, 'sweep failed')), sweepMs) : undefined;
   sweep?.unref();
-  if (opts.policy) void followDeaths(opts.policy, resource, log);
+  if (opts.policy) void followDeaths(opts.policy, manager, log);
   host.ready('ready', { link });
   return { resource, registry, done: host.done, close: host.close };
 }
 
 /** Releases namespaces as the policy reports their deaths (ends when the policy is closed). */
-async function followDeaths(policy: NamespacePolicy, resource: NamespaceResource, log: Logger): Promise<void> {
+async function followDeaths(policy: NamespacePolicy, manager: NamespaceManager, log: Logger): Promise<void> {
   try {
     for await (const d of policy.deaths()) {
-      if (await resource.release(d.inode)) log.info({ userns: d.inode }, 'namespace died, released');
+      if (await manager.release(d.inode)) log.info({ userns: d.inode }, 'namespace died, released');
     }
   } catch (err) {
     log.error({ err }, 'death events stopped; relying on the liveness sweep');

@@ -89,7 +89,7 @@ export class NamespaceResource {
   private readonly registry: Registry;
   private readonly policy: NamespacePolicy | undefined;
   /** The namespace lifecycle: releasing, reaping, settling, the owner cap (manager.ts). */
-  readonly manager: NamespaceManager;
+  private readonly manager: NamespaceManager;
   private readonly hostIds: HostIds;
   private readonly ownUserns = fs.statSync('/proc/self/ns/user').ino;
   private readonly policyActive: boolean;
@@ -104,25 +104,6 @@ export class NamespaceResource {
     // Checked once: status() counts the managed map, too slow for every call.
     const st = opts.policy?.status();
     this.policyActive = st !== undefined && ((st.lsm && st.attached) || opts.allowWithoutPolicy === true);
-  }
-
-  // Until userdbd/daemon.ts calls its manager directly (resource.manager, or a NamespaceManager
-  // of its own passed in as `manager`).
-  /** @deprecated manager.release() */
-  release(inode: number): Promise<boolean> {
-    return this.manager.release(inode);
-  }
-  /** @deprecated manager.reapDead() */
-  reapDead(): Promise<number> {
-    return this.manager.reapDead();
-  }
-  /** @deprecated manager.settlePending() */
-  settlePending(): Promise<number> {
-    return this.manager.settlePending();
-  }
-  /** @deprecated manager.manageAll() */
-  manageAll(): void {
-    this.manager.manageAll();
   }
 
   service(): Service {
