@@ -18,7 +18,8 @@ export interface IdMaps {
   gid: IdMapLine[];
 }
 
-function parseMap(text: string): IdMapLine[] {
+/** uid_map/gid_map text: one "inside outside count" line each. */
+export function parseMap(text: string): IdMapLine[] {
   return text
     .split('\n')
     .filter((l) => l.trim() !== '')
@@ -28,7 +29,7 @@ function parseMap(text: string): IdMapLine[] {
     });
 }
 
-function formatMap(lines: readonly IdMapLine[]): string {
+export function formatMap(lines: readonly IdMapLine[]): string {
   return lines.map((l) => `${l.inside} ${l.outside} ${l.count}\n`).join('');
 }
 
@@ -45,7 +46,8 @@ export async function readUserNamespaceMaps(usernsFd: number): Promise<IdMaps> {
   }
 }
 
-function writeOnce(file: string, text: string): void {
+/** Writes a /proc map file in one write(2): the kernel takes a map only whole (user_namespaces(7)). */
+export function writeMapFile(file: string, text: string): void {
   const buf = Buffer.from(text);
   const fd = fs.openSync(file, 'w');
   try {
@@ -65,9 +67,9 @@ export async function createIdmapUserNamespace(maps: IdMaps): Promise<number> {
   try {
     const member = await joinUserNamespace(nsFd);
     try {
-      writeOnce(`/proc/${member.pid}/setgroups`, 'deny');
-      writeOnce(`/proc/${member.pid}/uid_map`, formatMap(maps.uid));
-      writeOnce(`/proc/${member.pid}/gid_map`, formatMap(maps.gid));
+      writeMapFile(`/proc/${member.pid}/setgroups`, 'deny');
+      writeMapFile(`/proc/${member.pid}/uid_map`, formatMap(maps.uid));
+      writeMapFile(`/proc/${member.pid}/gid_map`, formatMap(maps.gid));
     } finally {
       await member.release();
     }

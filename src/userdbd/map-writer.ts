@@ -2,20 +2,9 @@
 // systemd's nsresourcework.c): a single-threaded helper joins the namespace, and
 // /proc/<helper>/{uid,gid}_map are written in one write(2) each. The kernel requires the writer to sit in the target namespace or its
 // parent, so for a nested namespace the write is done by a process that joined the parent.
-import fs from 'node:fs';
 import { once } from 'node:events';
 import { spawn } from 'node:child_process';
-
-export interface MapLine {
-  inside: number;
-  /** As seen from the parent user namespace. */
-  outside: number;
-  count: number;
-}
-
-export function formatMap(lines: readonly MapLine[]): string {
-  return lines.map((l) => `${l.inside} ${l.outside} ${l.count}\n`).join('');
-}
+import { formatMap, writeMapFile, type IdMapLine } from '../sys/idmap-userns.js';
 
 /**
  * Writes both maps of the namespace `usernsFd`, which the helper `pid` (see joinUserNamespace)
@@ -26,24 +15,14 @@ export async function writeMaps(
   usernsFd: number,
   pid: number,
   parentFd: number | null,
-  uid: readonly MapLine[],
-  gid: readonly MapLine[],
+  uid: readonly IdMapLine[],
+  gid: readonly IdMapLine[],
 ): Promise<void> {
   if (parentFd === null) {
-    writeOnce(`/proc/${pid}/uid_map`, formatMap(uid));
-    writeOnce(`/proc/${pid}/gid_map`, formatMap(gid));
+    writeMapFile(`/proc/${pid}/uid_map`, formatMap(uid));
+    writeMapFile(`/proc/${pid}/gid_map`, formatMap(gid));
   } else {
     await writeFromParent(parentFd, usernsFd, formatMap(uid), formatMap(gid));
-  }
-}
-
-function writeOnce(file: string, text: string): void {
-  const buf = Buffer.from(text);
-  const fd = fs.openSync(file, 'w');
-  try {
-    if (fs.writeSync(fd, buf) !== buf.length) throw new Error(`short write to ${file}`);
-  } finally {
-    fs.closeSync(fd);
   }
 }
 

@@ -30,7 +30,8 @@ import { joinUserNamespace } from '../sys/userns-joiner.js';
 import { nameHash, namespaceName } from './naming.js';
 import { CONTAINER_SIZE, HostIds, pickRange, type IdRange } from './range-allocator.js';
 import type { NamespaceRecord, Registry } from './registry.js';
-import { writeMaps, type MapLine } from './map-writer.js';
+import { writeMaps } from './map-writer.js';
+import { readUserNamespaceMaps, type IdMapLine as MapLine } from '../sys/idmap-userns.js';
 import { MAX_NETIFS, createNetif, hostIfname, isValidIfname, validateNetns, type CreatedNetif, type NetifMode } from './netif.js';
 
 import { MAX_CGROUPS, controlGroupOf, delegateControlGroup } from './delegation.js';
@@ -414,7 +415,7 @@ function allocRequest(p: AllocateUserRangeParameters): AllocRequest {
  */
 async function parentView(t: Target, req: AllocRequest, peer: { uid: number; gid: number }): Promise<SelfIds | null> {
   if (req.type !== 'self' && !req.mapForeign) return null;
-  const maps = t.parent ? await usernsMaps(t.parent.fd) : null;
+  const maps = t.parent ? await readUserNamespaceMaps(t.parent.fd) : null;
   const toParent = (lines: MapLine[] | undefined, id: number): number | null => {
     if (!lines) return id;
     const l = lines.find((x) => id >= x.outside && id - x.outside < x.count);
@@ -453,27 +454,9 @@ function overlaps(maps: Maps, side: 'inside' | 'outside'): boolean {
   });
 }
 
-/** The maps of the user namespace `fd` as the daemon sees them (a member reads them). */
-async function usernsMaps(fd: number): Promise<Maps> {
-  const member = await joinUserNamespace(fd);
-  try {
-    const parse = (text: string): MapLine[] =>
-      text
-        .split('\n')
-        .filter((l) => l.trim())
-        .map((l) => {
-          const [inside, outside, count] = l.trim().split(/\s+/).map(Number);
-          return { inside: inside!, outside: outside!, count: count! };
-        });
-    return { uid: parse(readMap(member.pid, 'uid_map')), gid: parse(readMap(member.pid, 'gid_map')) };
-  } finally {
-    await member.release();
-  }
-}
-
 /** The uid that the namespace's uid 0 is (upstream: userns_get_base_uid(); ENXIO if unmapped). */
 async function rootUid(fd: number): Promise<number> {
-  const { uid } = await usernsMaps(fd);
+  const { uid } = await readUserNamespaceMaps(fd);
   const l = uid.find((x) => x.inside === 0);
   if (!l) throw systemError('ENXIO');
   return l.outside;
