@@ -61,11 +61,13 @@ async function peersFigure(log: (s: string) => void): Promise<Figure> {
   const memory = rows.filter((r) => r.unit === 'MiB');
   const idleMet = memory.some((r) => /^RSS (idle while running|\d+ s after the last call)/.test(r.name) && ratio(r) <= 1.5);
   const missed = [...rows.filter((r) => r.unit !== 'MiB' && ratio(r) > 1.0), ...(idleMet ? [] : memory)];
+  // A scenario that failed (bench/peers.ts logs it and goes on) has no row: never "met" then.
+  const failed = [...out.matchAll(/^# (.*): FAILED: (.*)$/gm)].map((m) => `scenario failed: ${m[1]}: ${m[2]}`);
   return {
     ...base,
     result: rows.map((r) => `${r.name}: ${ratio(r).toFixed(2)}`).join('; '),
-    status: missed.length === 0 ? 'met' : 'missed',
-    notes: rows.map((r) => `row: ${r.name}: mountgate ${r.mountgate.toFixed(1)} ${r.unit}, systemd ${r.systemd.toFixed(1)} ${r.unit}, ratio ${ratio(r).toFixed(2)}`),
+    status: missed.length === 0 && failed.length === 0 ? 'met' : 'missed',
+    notes: [...failed, ...rows.map((r) => `row: ${r.name}: mountgate ${r.mountgate.toFixed(1)} ${r.unit}, systemd ${r.systemd.toFixed(1)} ${r.unit}, ratio ${ratio(r).toFixed(2)}`)],
   };
 }
 
