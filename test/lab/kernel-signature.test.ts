@@ -16,10 +16,11 @@ import { dmCreate, dmLoadTable, dmRemove, DM_READONLY_FLAG } from '../../src/sys
 import { isSysError } from '../../src/sys/errors.js';
 import { addUserKey, invalidateKey } from '../../src/sys/keyring.js';
 import { e2eClientAs1000 } from '../support/clients.js';
-import { type Daemon, startDaemon, stopDaemons } from '../support/daemons.js';
-import { removeImages, repartImage, sampleTree, testDir, testKey } from '../support/images.js';
-import { AS_1000, REPO } from '../support/processes.js';
-import { spawnInNewUserns, type UsernsHolder } from '../support/userns.js';
+import { type Daemon, startDaemon } from '../support/daemons.js';
+import { repartImage, sampleTree, testDir, testKey } from '../support/images.js';
+import { REPO } from '../support/processes.js';
+import { mappedHolder1000, type UsernsHolder } from '../support/userns.js';
+import { tearDownFixture } from '../support/fixture.js';
 import { waitFor } from '../support/wait.js';
 
 /** Set by scripts/lab when the VM booted under UEFI firmware with the lab certificate in `db`. */
@@ -153,18 +154,10 @@ before(async () => {
   fs.copyFileSync(repartImage('squashfs').path, otherImage);
   for (const img of [labImage, otherImage]) fs.chmodSync(img, 0o644);
   mntfsd = await startDaemon(['mntfsd', '--listen', msock, '--userdbd', 'none', '--verity-certs', certs], msock, { shipped: true });
-  // The callers' namespace: made by uid 1000, its uid 0 mapped to BASE by root.
-  holder = await spawnInNewUserns('setpriv', [...AS_1000, 'unshare', '--user', 'sleep', 'infinity'], 20_000);
-  fs.writeFileSync(`/proc/${holder.pid}/uid_map`, `0 ${BASE} 65536\n`);
-  fs.writeFileSync(`/proc/${holder.pid}/gid_map`, `0 ${BASE} 65536\n`);
+  holder = await mappedHolder1000(BASE);
 });
 
-after(async () => {
-  holder?.kill('SIGKILL');
-  await stopDaemons();
-  fs.rmSync(dir, { recursive: true, force: true });
-  removeImages();
-});
+after(() => tearDownFixture(holder, dir));
 
 describe('the kernel checks verity signatures it can (lab under UEFI firmware)', { skip: NO_FIRMWARE }, () => {
   let labTable: Table;

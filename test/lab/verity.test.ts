@@ -10,14 +10,16 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
-import { type Daemon, startDaemon, stopDaemons } from '../support/daemons.js';
-import { flipped, removeImages, repartImage, sampleTree, testDir, testKey } from '../support/images.js';
+import { type Daemon, startDaemon } from '../support/daemons.js';
+import { flipped, repartImage, sampleTree, testDir, testKey } from '../support/images.js';
 import { userEval, userPackage } from '../support/user-package.js';
 import { waitFor } from '../support/wait.js';
+import { mappedHolder1000, type UsernsHolder } from '../support/userns.js';
+import { tearDownFixture } from '../support/fixture.js';
 
 const dir = testDir('mg-lab-verity-');
 const msock = path.join(dir, 'mntfsd.sock');
@@ -39,7 +41,7 @@ let mntfsd: Daemon;
 let images: Record<'squashfs' | 'ext4' | 'erofs', string>;
 let squashHash: string;
 let ext4Hash: string;
-let holder: ChildProcess & { pid: number };
+let holder: UsernsHolder;
 let clientScript: string;
 
 /**
@@ -206,21 +208,10 @@ before(async () => {
   images = { squashfs: copyOf(squash.path, 'squashfs.raw'), ext4: copyOf(ext4.path, 'ext4.raw'), erofs: copyOf(erofs, 'erofs.raw') };
   clientScript = userEval('verity-caller', CLIENT);
   mntfsd = await startMntfsd();
-  // The callers' namespace: made by uid 1000, its uid 0 mapped to BASE by root.
-  const child = spawn('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', 'unshare', '--user', 'sleep', 'infinity'], { stdio: 'ignore' });
-  holder = Object.assign(child, { pid: child.pid! });
-  const ours = fs.readlinkSync('/proc/self/ns/user');
-  await waitFor(() => fs.readlinkSync(`/proc/${holder.pid}/ns/user`) !== ours, 'the holder namespace', 20_000);
-  fs.writeFileSync(`/proc/${holder.pid}/uid_map`, `0 ${BASE} 65536\n`);
-  fs.writeFileSync(`/proc/${holder.pid}/gid_map`, `0 ${BASE} 65536\n`);
+  holder = await mappedHolder1000(BASE);
 });
 
-after(async () => {
-  holder?.kill('SIGKILL');
-  await stopDaemons();
-  fs.rmSync(dir, { recursive: true, force: true });
-  removeImages();
-});
+after(() => tearDownFixture(holder, dir));
 
 describe('mntfsd on kernel dm-verity', () => {
   it('picks dm-verity by itself where device-mapper has the verity target', async () => {

@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { AS_1000 } from './processes.js';
 import { waitFor } from './wait.js';
 
 /** Whether the user namespace of `pid` is not ours (it has unshared); false while it is not there yet. */
@@ -31,6 +32,17 @@ export async function spawnInNewUserns(cmd: string, args: string[], timeoutMs = 
     return unsharedFromUs(pid, ours);
   }, `${cmd} to unshare its user namespace`, timeoutMs);
   return Object.assign(child, { pid });
+}
+
+/**
+ * A user namespace of uid 1000's (`unshare --user sleep`) whose uid and gid 0..65535 root maps to
+ * `base`..: a caller's namespace as userdbd would have mapped it, for MountImage to idmap into.
+ */
+export async function mappedHolder1000(base: number): Promise<UsernsHolder> {
+  const holder = await spawnInNewUserns('setpriv', [...AS_1000, 'unshare', '--user', 'sleep', 'infinity'], 20_000);
+  fs.writeFileSync(`/proc/${holder.pid}/uid_map`, `0 ${base} 65536\n`);
+  fs.writeFileSync(`/proc/${holder.pid}/gid_map`, `0 ${base} 65536\n`);
+  return holder;
 }
 
 export async function killAndWait(child: ChildProcess): Promise<void> {
