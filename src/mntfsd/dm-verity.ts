@@ -162,10 +162,12 @@ export function setupVerityDevice(imageFd: number, data: Extent, hash: Extent, r
 /**
  * Lets the kernel check the signature as well, where it can: the PKCS#7 signature goes into a
  * `user` key named on the table (root_hash_sig_key_desc, verity.rst), and the kernel verifies it
- * against its own trusted keyrings (CONFIG_DM_VERITY_VERIFY_ROOTHASH_SIG). The certificates in
- * verity.d are mntfsd's, not the kernel's, so this usually fails (EKEYREJECTED, ENOKEY, EINVAL
- * without the option): trust was already decided in userspace, and the table is then loaded
- * without it, as systemd's do_crypt_activate_verity() falls back to crypt_activate_by_volume_key().
+ * against its own keyrings (CONFIG_DM_VERITY_VERIFY_ROOTHASH_SIG: the builtin and secondary
+ * trusted keys, and the platform keyring, i.e. UEFI db, with its _PLATFORM_KEYRING option).
+ * Only offered where kernelMayCheck() finds a key for the signer; the kernel may still refuse
+ * (EKEYREJECTED, ENOKEY, EINVAL without the option): trust was already decided in userspace,
+ * and the table is then loaded without it, as systemd's do_crypt_activate_verity() falls back
+ * to crypt_activate_by_volume_key().
  */
 function loadSigned(name: string, table: string, rootHash: string, signature: Buffer, load: (params: string) => void, log?: Logger): boolean {
   const description = `mountgate:verity:${rootHash}:${process.pid}`;

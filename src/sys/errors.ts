@@ -1,6 +1,6 @@
 // Errors from raw kernel calls, carrying the errno name so callers can match on `code`
 // the same way they do for Node's own fs errors. errno is positive, as the kernel's, here and in
-// the addon's errors (native/index.ts turns their sign); ipc/errors.ts toVarlinkError() answers
+// the addon's errors (mg_throw_errno() in native/helpers.c); ipc/errors.ts toVarlinkError() answers
 // any of them as io.systemd.System.
 import os from 'node:os';
 import koffi from 'koffi';
@@ -14,6 +14,11 @@ const preferred: Record<number, string> = {
 const errnoNames = new Map<number, string>();
 for (const [name, num] of Object.entries(os.constants.errno)) {
   if (!errnoNames.has(num)) errnoNames.set(num, preferred[num] ?? name);
+}
+// The key errors (the kernel's keyring and its signature checks, e.g. dm-verity's) are not in
+// Node's table; Linux's asm-generic/errno.h numbers them.
+for (const [num, name] of [[126, 'ENOKEY'], [127, 'EKEYEXPIRED'], [128, 'EKEYREVOKED'], [129, 'EKEYREJECTED']] as const) {
+  if (!errnoNames.has(num)) errnoNames.set(num, name);
 }
 
 export function errnoName(errno: number): string {
