@@ -4,7 +4,7 @@ import { buildDdi } from '../image-builder/build-ddi.js';
 import { parseCommand, usageError, type Command } from './args.js';
 import { progressBar } from './progress.js';
 
-export const BUILD_USAGE = `Usage: mountgate build DIR IMAGE --key KEY --cert CERT [--json]
+const BUILD_USAGE = `Usage: mountgate build DIR IMAGE --key KEY --cert CERT [--json]
 
 Make a signed Discoverable Disk Image from the directory DIR: a GPT image with an erofs
 root partition, its dm-verity hash partition and a verity signature partition, as

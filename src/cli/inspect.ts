@@ -12,7 +12,7 @@ import { verifyPartition } from '../mntfsd/verity.js';
 import { parseCommand, singlePositional, type Command } from './args.js';
 import { progressBar } from './progress.js';
 
-export const INSPECT_USAGE = `Usage: mountgate inspect IMAGE [OPTIONS]
+const INSPECT_USAGE = `Usage: mountgate inspect IMAGE [OPTIONS]
 
 Show the partitions of the disk image IMAGE, their verity and signature status, and whether
 mntfsd would mount it for an unprivileged caller (and if not, the Varlink error it would
@@ -113,7 +113,7 @@ function describePartition(p: DissectedPartition, table: boolean, use: Protectio
 }
 
 /** Inspects the image at `imagePath` as mntfsd would for an unprivileged caller: admission.ts's plan, formatted. */
-export async function inspectImage(imagePath: string, opts: InspectOptions = {}): Promise<InspectReport> {
+async function inspectImage(imagePath: string, opts: InspectOptions = {}): Promise<InspectReport> {
   const fd = fs.openSync(imagePath, 'r');
   try {
     const certificateDirectories = opts.certificateDirectories ?? DEFAULT_VERITY_CERT_DIRECTORIES;
@@ -213,7 +213,7 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
 }
 
-export function formatReport(r: InspectReport): string {
+function formatReport(r: InspectReport): string {
   const head = [
     `Image:    ${r.image}`,
     r.imageSize === null

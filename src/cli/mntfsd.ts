@@ -5,7 +5,7 @@ import { MNTFSD_SOCKET, USERDBD_SOCKET } from '../sockets.js';
 import { usageError, type Command } from './args.js';
 import { parseDaemon } from './daemon-options.js';
 
-export const MNTFSD_USAGE = `Usage: mountgate mntfsd [OPTIONS]
+const MNTFSD_USAGE = `Usage: mountgate mntfsd [OPTIONS]
 
 Serve io.systemd.MountFileSystem: verify signed disk images and return idmapped mount fds.
 Uses the socket passed by systemd (LISTEN_FDS) when started by socket activation.

@@ -9,7 +9,7 @@ import { VarlinkError } from '../ipc/errors.js';
 import { createUserNamespace, spawnEnter } from '../sys/nshelper.js';
 import { parseCommand, singlePositional, type Command } from './args.js';
 
-export const RUN_USAGE = `Usage: mountgate run IMAGE [OPTIONS] [-- CMD [ARGS...]]
+const RUN_USAGE = `Usage: mountgate run IMAGE [OPTIONS] [-- CMD [ARGS...]]
 
 Run CMD (default /bin/sh) inside the signed disk image IMAGE, as an unprivileged user:
 creates a user namespace, gets a transient 64K user range for it from userdbd, has mntfsd

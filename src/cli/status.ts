@@ -8,7 +8,7 @@ import { MntfsdStatus as MntfsdInterface, type GetStatusReply as MntfsdStatusRep
 import { UserdbdStatus as UserdbdInterface, type GetStatusReply as UserdbdStatusReply } from '../ipc/interfaces/io.mountgate.Userdbd.js';
 import { parseCommand, type Command } from './args.js';
 
-export const STATUS_USAGE = `Usage: mountgate status [OPTIONS]
+const STATUS_USAGE = `Usage: mountgate status [OPTIONS]
 
 Show what userdbd and mntfsd hold: the user ranges in use and by whom, whether the BPF
 policy is attached, the verified images and how many mounts were handed out.
@@ -71,7 +71,7 @@ async function query<T, R extends object>(socket: string, def: StatusInterface<R
   }
 }
 
-export async function getStatus(sockets: { userdbd?: string; mntfsd?: string } = {}): Promise<Status> {
+async function getStatus(sockets: { userdbd?: string; mntfsd?: string } = {}): Promise<Status> {
   const [userdbd, mntfsd] = await Promise.all([
     query(sockets.userdbd ?? USERDBD_SOCKET, UserdbdInterface, (r): UserdbdStatus => ({ ...r, policy: { ...r.policy, hooks: r.policy.hooks ?? [], reason: r.policy.reason ?? null } })),
     query(sockets.mntfsd ?? MNTFSD_SOCKET, MntfsdInterface, (r): MntfsdStatus => r),
@@ -127,7 +127,7 @@ function mntfsdText(d: DaemonStatus<MntfsdStatus>): string[] {
   return lines;
 }
 
-export function formatStatus(s: Status): string {
+function formatStatus(s: Status): string {
   return `${[...userdbdText(s.userdbd), '', ...mntfsdText(s.mntfsd)].join('\n')}\n`;
 }
 

@@ -9,7 +9,7 @@ import { UnenforcedPolicy } from '../userdbd/unenforced-policy.js';
 import type { Command } from './args.js';
 import { parseDaemon } from './daemon-options.js';
 
-export const USERDBD_USAGE = `Usage: mountgate userdbd [OPTIONS]
+const USERDBD_USAGE = `Usage: mountgate userdbd [OPTIONS]
 
 Serve io.systemd.NamespaceResource and io.systemd.UserDatabase: hand transient 64K UID/GID
 ranges to user namespaces that callers pass in, and free them when the namespaces die.

@@ -21,7 +21,7 @@ import { kernelKeyId } from './pkcs7.js';
 import { incompatible, verityFailure } from './errors.js';
 import { readVerityLayout, type Extent, type VerityLayout } from './verity.js';
 
-export const DEVICE_PREFIX = 'mountgate-verity-';
+const DEVICE_PREFIX = 'mountgate-verity-';
 /** Devices per root hash that may exist at once (callers still holding an evicted one's mounts). */
 const MAX_INDEX = 1024;
 const SECTOR = 512;

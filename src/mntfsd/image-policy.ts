@@ -26,7 +26,7 @@ const IGNORE = UNUSED | ABSENT;
 const READ_ONLY_MASK = READ_ONLY_ON | READ_ONLY_OFF;
 const GROWFS_MASK = GROWFS_ON | GROWFS_OFF;
 
-export const FILE_SYSTEMS = ['btrfs', 'erofs', 'ext4', 'f2fs', 'squashfs', 'vfat', 'xfs'] as const;
+const FILE_SYSTEMS = ['btrfs', 'erofs', 'ext4', 'f2fs', 'squashfs', 'vfat', 'xfs'] as const;
 const fsFlag = (name: string): number => {
   const i = (FILE_SYSTEMS as readonly string[]).indexOf(name);
   return i < 0 ? 0 : 1 << (10 + i);
@@ -45,7 +45,7 @@ const FLAG_NAMES: readonly [string, number][] = [
 const FLAG_BY_NAME = new Map<string, number>([...FLAG_NAMES, ['open', OPEN], ['ignore', IGNORE]]);
 
 /** Longer than any sensible policy (13 rules with every flag is ~1.5 KiB). */
-export const MAX_IMAGE_POLICY_LENGTH = 4096;
+const MAX_IMAGE_POLICY_LENGTH = 4096;
 
 export type ImagePolicyErrorKind = 'syntax' | 'unknown-designator' | 'unknown-flag' | 'duplicate' | 'too-long' | 'impossible';
 
@@ -73,8 +73,8 @@ export interface ImagePolicy {
 const policy = (defaultFlags: number, rules: [Designator, number][] = []): ImagePolicy => ({ defaultFlags, rules: new Map(rules) });
 
 export const ALLOW_POLICY: ImagePolicy = policy(OPEN);
-export const IGNORE_POLICY: ImagePolicy = policy(IGNORE);
-export const DENY_POLICY: ImagePolicy = policy(ABSENT);
+const IGNORE_POLICY: ImagePolicy = policy(IGNORE);
+const DENY_POLICY: ImagePolicy = policy(ABSENT);
 /** mountfsd's defaults: trusted images may use everything; untrusted ones need signed root/usr. */
 export const TRUSTED_DEFAULT_POLICY = ALLOW_POLICY;
 export const UNTRUSTED_DEFAULT_POLICY: ImagePolicy = policy(IGNORE, [

@@ -61,7 +61,7 @@ export const DEFAULT_IDLE_MS = 10 * 60_000;
 const DEFAULT_GRACE_MS = 2_000;
 
 /** The default memory budget for copies: a quarter of the machine's memory. */
-export function defaultCopyMemoryBudget(): number {
+function defaultCopyMemoryBudget(): number {
   return Math.floor(os.totalmem() / 4);
 }
 

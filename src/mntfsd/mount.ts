@@ -19,7 +19,7 @@ import {
 } from '../sys/mount-api.js';
 
 /** File systems the daemon lets a kernel driver parse (systemd's default list, minus f2fs). */
-export const ALLOWED_FILE_SYSTEMS: ReadonlySet<string> = new Set(['btrfs', 'erofs', 'ext4', 'squashfs', 'vfat', 'xfs']);
+const ALLOWED_FILE_SYSTEMS: ReadonlySet<string> = new Set(['btrfs', 'erofs', 'ext4', 'squashfs', 'vfat', 'xfs']);
 
 export interface MountSource {
   /** Backing fd (a read-only private copy, or a trusted image fd). */
@@ -35,7 +35,7 @@ export interface MountRequest {
 }
 
 /** Per-mount attributes: always nodev; boot partitions and tmp get systemd's extra restrictions. */
-export function mountAttributes(req: MountRequest): number {
+function mountAttributes(req: MountRequest): number {
   let attrs = MOUNT_ATTR_NODEV;
   if (req.readOnly) attrs |= MOUNT_ATTR_RDONLY;
   if (req.designator === 'tmp') attrs |= MOUNT_ATTR_NOSUID;

@@ -12,14 +12,6 @@ import {
   type ImagePolicy,
 } from './image-policy.js';
 
-/** systemd's image search paths (discover-image.c) of machines, portables, extensions, confexts. */
-export const DEFAULT_TRUSTED_IMAGE_DIRECTORIES: readonly string[] = [
-  '/etc/machines', '/run/machines', '/var/lib/machines', '/var/lib/container', '/usr/local/lib/machines', '/usr/lib/machines',
-  '/etc/portables', '/run/portables', '/var/lib/portables', '/usr/local/lib/portables', '/usr/lib/portables',
-  '/etc/extensions', '/run/extensions', '/var/lib/extensions',
-  '/etc/confexts', '/run/confexts', '/var/lib/confexts',
-];
-
 export type TrustResult =
   | { trusted: true; path: string; directory: string }
   | { trusted: false; reason: string };

@@ -17,11 +17,11 @@ const SIGNATURE = Buffer.from('verity\0\0', 'latin1');
 const DIGEST_SIZE = 32;
 /** cryptsetup accepts 512 B … 512 KiB; the kernel target only up to PAGE_SIZE. We accept
  * what the kernel could activate, so an image we take would also work with real dm-verity. */
-export const MIN_BLOCK_SIZE = 512;
-export const MAX_BLOCK_SIZE = 4096;
+const MIN_BLOCK_SIZE = 512;
+const MAX_BLOCK_SIZE = 4096;
 export const MAX_SALT_SIZE = 256;
 /** The tree is held in memory while it is checked; refuse trees beyond this. */
-export const MAX_TREE_BYTES = 1 << 30;
+const MAX_TREE_BYTES = 1 << 30;
 /** Data is verified in slices this large so progress can be reported between them. */
 const SLICE_BYTES = 64 << 20;
 
@@ -127,7 +127,7 @@ export interface VerifyOptions {
 }
 
 /** A memfd with write and shrink seals cannot change any more: no copy needed. */
-export function isImmutable(fd: number): boolean {
+function isImmutable(fd: number): boolean {
   try {
     const seals = getSeals(fd);
     return (seals & (F_SEAL_WRITE | F_SEAL_SHRINK)) === (F_SEAL_WRITE | F_SEAL_SHRINK);

@@ -19,7 +19,7 @@ export interface IdMaps {
 }
 
 /** uid_map/gid_map text: one "inside outside count" line each. */
-export function parseMap(text: string): IdMapLine[] {
+function parseMap(text: string): IdMapLine[] {
   return text
     .split('\n')
     .filter((l) => l.trim() !== '')

@@ -39,7 +39,7 @@ import { NamespaceManager, readMap, type NamespacePolicy } from './manager.js';
 
 export type { NamespaceDeath, NamespacePolicy, PolicyStatus } from './manager.js';
 
-export const MAX_DELEGATIONS = 16;
+const MAX_DELEGATIONS = 16;
 const UID_INVALID = 0xffffffff;
 /** Everything the daemon's own namespace maps (a direct child may get any free range). */
 const WHOLE_ID_SPACE: IdRange[] = [{ start: 0, size: UID_INVALID }];

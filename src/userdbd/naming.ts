@@ -10,7 +10,7 @@ const USER_NAME_MAX = 255;
 const NAME_CHARS = /^[A-Za-z0-9_][A-Za-z0-9_-]*$/;
 
 /** `ns-<name>-<offset>` is a valid strict user name and `n<name>.userns` a valid file name. */
-export function isValidNamespaceName(name: string): boolean {
+function isValidNamespaceName(name: string): boolean {
   if (name.length === 0 || name.length > NAME_MAX - 'n.userns'.length) return false;
   if (!NAME_CHARS.test(name)) return false;
   return userName(name, 65535).length <= USER_NAME_MAX;

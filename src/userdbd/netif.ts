@@ -16,7 +16,7 @@ export type NetifMode = 'veth' | 'tap';
  * cgroups. */
 export const MAX_NETIFS = 16;
 /** The namespace side's name when the caller names none (systemd: "host0"). */
-export const DEFAULT_NAMESPACE_IFNAME = 'host0';
+const DEFAULT_NAMESPACE_IFNAME = 'host0';
 
 /**
  * systemd's ifname_valid(): 1–15 printable ASCII bytes (127 for alternative names), none of

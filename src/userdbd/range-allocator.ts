@@ -18,7 +18,7 @@ export interface IdRange {
 }
 
 /** Where a namespace of `size` may be placed: the window for that size. */
-export function windowFor(size: number): IdWindow {
+function windowFor(size: number): IdWindow {
   return size === 1 ? DYNAMIC_WINDOW : CONTAINER_WINDOW;
 }
 

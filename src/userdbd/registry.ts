@@ -231,7 +231,7 @@ export class Registry {
 
 /** Whether the record's start/startGid are a transient range it holds (a "self" namespace maps
  * its owner's ids, which no allocation may treat as taken or hand out). */
-export function holdsRange(rec: NamespaceRecord): boolean {
+function holdsRange(rec: NamespaceRecord): boolean {
   return rec.size > 0 && rec.type !== 'self';
 }
 

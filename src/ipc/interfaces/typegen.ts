@@ -8,8 +8,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Interface, StructType, TypeRef } from '../idl.js';
 
-export const BEGIN_MARKER = '// --- generated from the IDL by typegen.ts: do not edit below ---';
-export const END_MARKER = '// --- end of generated types ---';
+const BEGIN_MARKER = '// --- generated from the IDL by typegen.ts: do not edit below ---';
+const END_MARKER = '// --- end of generated types ---';
 
 function needsParens(t: TypeRef): boolean {
   return t.kind === 'nullable' || (t.kind === 'enum' && t.values.length > 1);
@@ -49,7 +49,7 @@ function struct(s: StructType): string {
 }
 
 /** The generated block (markers included) for one interface. */
-export function generateTypes(iface: Interface): string {
+function generateTypes(iface: Interface): string {
   const out: string[] = [BEGIN_MARKER];
   for (const t of iface.types.values()) out.push(`export type ${t.name} = ${tsType(t.type)};`);
   for (const m of iface.methods.values()) {

@@ -110,7 +110,7 @@ export function detectFileSystem(fd: number, offset: number, size: number): stri
 }
 
 /** Version-aware label comparison for A/B partitions (a simplified strverscmp). */
-export function compareVersions(a: string, b: string): number {
+function compareVersions(a: string, b: string): number {
   const ta = a.match(/\d+|\D+/g) ?? [];
   const tb = b.match(/\d+|\D+/g) ?? [];
   for (let i = 0; i < Math.min(ta.length, tb.length); i++) {

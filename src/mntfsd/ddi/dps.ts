@@ -57,9 +57,9 @@ export function nativeArchitecture(): Architecture | null {
   return process.arch === 'x64' ? 'x86-64' : process.arch === 'arm64' ? 'arm64' : null;
 }
 
-export const GPT_FLAG_NO_AUTO = 1n << 63n;
-export const GPT_FLAG_READ_ONLY = 1n << 60n;
-export const GPT_FLAG_GROWFS = 1n << 59n;
+const GPT_FLAG_NO_AUTO = 1n << 63n;
+const GPT_FLAG_READ_ONLY = 1n << 60n;
+const GPT_FLAG_GROWFS = 1n << 59n;
 
 /** Designators whose no-auto flag means "skip in discovery" (ESP has its own rules). */
 const honoursNoAuto = new Set<Designator>([

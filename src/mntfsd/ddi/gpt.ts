@@ -6,14 +6,14 @@ import fs from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { incompatible } from '../errors.js';
 
-export const GPT_SIGNATURE = 'EFI PART';
+const GPT_SIGNATURE = 'EFI PART';
 /** Sector sizes DDIs may use (UAPI.3); the header sits at LBA 1. */
-export const GPT_SECTOR_SIZES = [512, 4096] as const;
+const GPT_SECTOR_SIZES = [512, 4096] as const;
 const MIN_HEADER_SIZE = 92;
 const MIN_ENTRY_SIZE = 128;
 const MAX_ENTRY_SIZE = 4096;
 /** The spec's minimum array is 128 entries; real tables never need more than a few hundred. */
-export const MAX_ENTRIES = 1024;
+const MAX_ENTRIES = 1024;
 /** An entry array larger than this is not a disk image we want to parse. */
 const MAX_ARRAY_BYTES = 1 << 20;
 
@@ -49,7 +49,7 @@ export function readAt(fd: number, position: number, length: number): Buffer {
 }
 
 /** GUIDs are stored mixed-endian: first three fields little-endian, the rest as bytes. */
-export function guidToString(b: Buffer, off = 0): string {
+function guidToString(b: Buffer, off = 0): string {
   const hex = (start: number, end: number, reverse: boolean): string => {
     const part = Buffer.from(b.subarray(off + start, off + end));
     return (reverse ? part.reverse() : part).toString('hex');
